@@ -1,0 +1,1 @@
+//! vmfs-fsck library; filled by its issue.

@@ -1,0 +1,1 @@
+//! See README.md; filled by its issue.

@@ -1,0 +1,113 @@
+//! Block-device layer: one trait, every backend behind it.
+//!
+//! All offsets and lengths are in **bytes** and must be multiples of the
+//! device's [`BlockDev::logical_block_size`]. Every backend is shared between
+//! threads (`&self` methods, `Send + Sync`), because one host process runs its
+//! heartbeat, lock traffic and data I/O concurrently.
+//!
+//! `compare_and_write` is the atomic test-and-set (SCSI COMPARE AND WRITE,
+//! VAAI "ATS") that all on-disk locking rests on. See `docs/locking.md`.
+
+mod error;
+mod mem;
+
+pub use error::{DevError, DevOp};
+pub use mem::MemDev;
+
+use std::sync::Arc;
+
+/// Result of [`BlockDev::compare_and_write`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CasOutcome {
+    /// The device held `expected`; `new` is now written.
+    Done,
+    /// The device did not hold `expected`; nothing was written. Carries the
+    /// bytes the device held at the time of the comparison.
+    Miscompare(Vec<u8>),
+    /// We cannot tell whether the write landed (timeout, lost response,
+    /// transport reset). The caller resolves this by re-reading: every lock
+    /// image carries a random write nonce that says whether *our* write landed.
+    Indeterminate,
+}
+
+/// What a backend can promise. Callers check these before multi-host use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct DevCapabilities {
+    /// `compare_and_write` is atomic against writers on *other machines*
+    /// (real SCSI COMPARE AND WRITE). False for the emulated ATS of
+    /// [`FileDev`](crate::dev) on a device other machines can reach.
+    pub cross_machine_atomic_cas: bool,
+    /// `unmap` really deallocates and later reads return zeros.
+    pub unmap_zeroes: bool,
+    /// SCSI persistent reservations are available for fencing.
+    pub persistent_reservations: bool,
+}
+
+/// A shared block device (LUN, image file, block special file).
+pub trait BlockDev: Send + Sync + std::fmt::Debug {
+    /// Human-readable name used in every error (path, URL, `mem:N`).
+    fn name(&self) -> &str;
+
+    /// Capacity in bytes (a multiple of the logical block size).
+    fn size(&self) -> u64;
+
+    /// Smallest unit of atomic, aligned I/O in bytes (512 or 4096).
+    fn logical_block_size(&self) -> u32;
+
+    /// What this backend can promise.
+    fn capabilities(&self) -> DevCapabilities;
+
+    /// Read exactly `buf.len()` bytes at `offset`.
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<(), DevError>;
+
+    /// Write all of `buf` at `offset`. Not durable until [`BlockDev::flush`].
+    fn write_at(&self, buf: &[u8], offset: u64) -> Result<(), DevError>;
+
+    /// Make every completed write durable (SYNCHRONIZE CACHE / fdatasync).
+    fn flush(&self) -> Result<(), DevError>;
+
+    /// Write zeros over `len` bytes at `offset` (allocating).
+    fn write_zeroes(&self, offset: u64, len: u64) -> Result<(), DevError>;
+
+    /// Discard `len` bytes at `offset` (punch hole / SCSI UNMAP). Later reads
+    /// return zeros when [`DevCapabilities::unmap_zeroes`] is set.
+    fn unmap(&self, offset: u64, len: u64) -> Result<(), DevError>;
+
+    /// Atomically: if the `expected.len()` bytes at `offset` equal `expected`,
+    /// write `new` there. `expected` and `new` have equal length, a multiple of
+    /// the logical block size. A `Done` write is durable when this returns
+    /// (SCSI requires COMPARE AND WRITE to be; lock protocol relies on it).
+    fn compare_and_write(
+        &self,
+        offset: u64,
+        expected: &[u8],
+        new: &[u8],
+    ) -> Result<CasOutcome, DevError>;
+}
+
+/// Shared handle to a device.
+pub type SharedDev = Arc<dyn BlockDev>;
+
+/// Check alignment and range of an I/O; used by every backend.
+pub fn check_io(dev: &dyn BlockDev, op: DevOp, offset: u64, len: u64) -> Result<(), DevError> {
+    let bs = u64::from(dev.logical_block_size());
+    if offset % bs != 0 || len % bs != 0 {
+        return Err(DevError::Misaligned {
+            device: dev.name().to_string(),
+            op,
+            offset,
+            len,
+            block_size: dev.logical_block_size(),
+        });
+    }
+    match offset.checked_add(len) {
+        Some(end) if end <= dev.size() => Ok(()),
+        _ => Err(DevError::OutOfRange {
+            device: dev.name().to_string(),
+            op,
+            offset,
+            len,
+            size: dev.size(),
+        }),
+    }
+}

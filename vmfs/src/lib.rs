@@ -1,0 +1,9 @@
+//! vmfs: a clustered datastore filesystem shared by several hosts through
+//! one block device, coordinated only by heartbeats and locks on the disk.
+//!
+//! Module map (see `docs/` for the byte layouts and the lock protocol):
+//! - [`dev`]: block devices (image file, memory, fault injection).
+//! - [`format`]: on-disk structures, encode/decode with CRC and self address.
+
+pub mod dev;
+pub mod format;
