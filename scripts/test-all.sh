@@ -27,3 +27,6 @@ cargo clippy --workspace --all-targets --release -- -D warnings
 echo "== cargo test"
 # Release profile: the simulation and multi-process tests are CPU-bound.
 cargo test --workspace --release -- --test-threads=2
+
+echo "== bench --quick (figures only, no thresholds: keeps the harness from rotting)"
+cargo run -q -p bench --release -- --quick

@@ -1,0 +1,22 @@
+//! The benchmark suites. Each issue adds its suite here.
+
+pub mod raw;
+
+use crate::harness::Row;
+use crate::Config;
+
+/// A suite: a name and the function that runs its cases.
+pub struct Suite {
+    pub name: &'static str,
+    pub about: &'static str,
+    pub run: fn(&Config) -> Result<Vec<Row>, String>,
+}
+
+/// Every suite the harness knows, in the order `all` runs them.
+pub fn all() -> Vec<Suite> {
+    vec![Suite {
+        name: "raw",
+        about: "fio on the raw backing file: the physical limit of this machine",
+        run: raw::run,
+    }]
+}
