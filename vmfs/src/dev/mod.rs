@@ -8,10 +8,15 @@
 //! `compare_and_write` is the atomic test-and-set (SCSI COMPARE AND WRITE,
 //! VAAI "ATS") that all on-disk locking rests on. See `docs/locking.md`.
 
+mod engine;
 mod error;
+mod file;
 mod mem;
+mod sys;
+mod uring;
 
 pub use error::{DevError, DevOp};
+pub use file::{FileDev, FileDevOptions};
 pub use mem::MemDev;
 
 use std::sync::Arc;
@@ -35,7 +40,7 @@ pub enum CasOutcome {
 pub struct DevCapabilities {
     /// `compare_and_write` is atomic against writers on *other machines*
     /// (real SCSI COMPARE AND WRITE). False for the emulated ATS of
-    /// [`FileDev`](crate::dev) on a device other machines can reach.
+    /// [`FileDev`] on a device other machines can reach.
     pub cross_machine_atomic_cas: bool,
     /// `unmap` really deallocates and later reads return zeros.
     pub unmap_zeroes: bool,

@@ -1,0 +1,137 @@
+//! Thin wrappers over the Linux calls the file backend needs: block-device
+//! ioctls, fallocate, fdatasync and open-file-description (OFD) range locks.
+
+use std::io;
+use std::os::fd::RawFd;
+
+// Linux block-device ioctls (include/uapi/linux/fs.h).
+const BLKSSZGET: libc::c_ulong = 0x1268;
+const BLKGETSIZE64: libc::c_ulong = 0x8008_1272;
+const BLKDISCARD: libc::c_ulong = 0x1277;
+const BLKZEROOUT: libc::c_ulong = 0x127f;
+
+fn check(ret: libc::c_int) -> io::Result<()> {
+    if ret < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+/// Size in bytes of a block device.
+pub fn block_device_size(fd: RawFd) -> io::Result<u64> {
+    let mut size: u64 = 0;
+    // SAFETY: BLKGETSIZE64 writes one u64 through the pointer, which is valid
+    // and exclusively borrowed for the call.
+    check(unsafe { libc::ioctl(fd, BLKGETSIZE64, &mut size as *mut u64) })?;
+    Ok(size)
+}
+
+/// Logical block size of a block device.
+pub fn block_device_sector_size(fd: RawFd) -> io::Result<u32> {
+    let mut ssz: libc::c_int = 0;
+    // SAFETY: BLKSSZGET writes one int through the pointer, valid for the call.
+    check(unsafe { libc::ioctl(fd, BLKSSZGET, &mut ssz as *mut libc::c_int) })?;
+    u32::try_from(ssz).map_err(|_| io::Error::other(format!("bad sector size {ssz}")))
+}
+
+/// Discard (BLKDISCARD) or zero (BLKZEROOUT) a range of a block device.
+pub fn block_device_range(fd: RawFd, zero: bool, offset: u64, len: u64) -> io::Result<()> {
+    let range: [u64; 2] = [offset, len];
+    let req = if zero { BLKZEROOUT } else { BLKDISCARD };
+    // SAFETY: both ioctls read two u64s (start, length) from the pointer,
+    // which points at a live array of exactly that shape.
+    check(unsafe { libc::ioctl(fd, req, range.as_ptr()) })
+}
+
+/// fallocate(2) with the given mode.
+pub fn fallocate(fd: RawFd, mode: libc::c_int, offset: u64, len: u64) -> io::Result<()> {
+    let off = libc::off_t::try_from(offset).map_err(|_| io::Error::other("offset too large"))?;
+    let len = libc::off_t::try_from(len).map_err(|_| io::Error::other("length too large"))?;
+    loop {
+        // SAFETY: plain syscall on a file descriptor we own; no pointers.
+        let r = unsafe { libc::fallocate(fd, mode, off, len) };
+        if r == 0 {
+            return Ok(());
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+}
+
+/// fdatasync(2), retried on EINTR.
+pub fn fdatasync(fd: RawFd) -> io::Result<()> {
+    loop {
+        // SAFETY: plain syscall on a file descriptor we own.
+        let r = unsafe { libc::fdatasync(fd) };
+        if r == 0 {
+            return Ok(());
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+}
+
+/// An OFD write lock on a byte range, released on drop. OFD locks belong to
+/// the open file description, so they exclude other processes (and other
+/// descriptions in this process) but not threads sharing this description:
+/// callers pair it with an in-process mutex.
+pub struct OfdRangeLock {
+    fd: RawFd,
+    offset: u64,
+    len: u64,
+}
+
+fn ofd(fd: RawFd, kind: libc::c_short, offset: u64, len: u64, cmd: libc::c_int) -> io::Result<()> {
+    // SAFETY: flock is a plain C struct; all-zero is a valid value.
+    let mut fl: libc::flock = unsafe { std::mem::zeroed() };
+    fl.l_type = kind;
+    fl.l_whence = libc::SEEK_SET as libc::c_short;
+    fl.l_start = libc::off_t::try_from(offset).map_err(|_| io::Error::other("offset too large"))?;
+    fl.l_len = libc::off_t::try_from(len).map_err(|_| io::Error::other("length too large"))?;
+    fl.l_pid = 0; // required for OFD locks
+    loop {
+        // SAFETY: fcntl with F_OFD_SETLK(W) reads the flock struct we pass,
+        // which lives across the call.
+        let r = unsafe { libc::fcntl(fd, cmd, &fl as *const libc::flock) };
+        if r == 0 {
+            return Ok(());
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+}
+
+impl OfdRangeLock {
+    /// Block until the range is write-locked.
+    pub fn acquire(fd: RawFd, offset: u64, len: u64) -> io::Result<Self> {
+        ofd(
+            fd,
+            libc::F_WRLCK as libc::c_short,
+            offset,
+            len,
+            libc::F_OFD_SETLKW,
+        )?;
+        Ok(OfdRangeLock { fd, offset, len })
+    }
+}
+
+impl Drop for OfdRangeLock {
+    fn drop(&mut self) {
+        // Unlocking cannot meaningfully fail on a valid descriptor; and closing
+        // the description would release it anyway.
+        let _ = ofd(
+            self.fd,
+            libc::F_UNLCK as libc::c_short,
+            self.offset,
+            self.len,
+            libc::F_OFD_SETLK,
+        );
+    }
+}
