@@ -10,12 +10,14 @@
 
 mod engine;
 mod error;
+mod fault;
 mod file;
 mod mem;
 mod sys;
 mod uring;
 
 pub use error::{DevError, DevOp};
+pub use fault::{CrashMode, FaultDev, FaultOps, LogEntry};
 pub use file::{FileDev, FileDevOptions};
 pub use mem::MemDev;
 
