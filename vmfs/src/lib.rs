@@ -4,6 +4,8 @@
 //! Module map (see `docs/` for the byte layouts and the lock protocol):
 //! - [`dev`]: block devices (image file, memory, fault injection).
 //! - [`format`]: on-disk structures, encode/decode with CRC and self address.
+//! - [`volume`]: opening a volume, offset arithmetic, mkfs, space accounting.
 
 pub mod dev;
 pub mod format;
+pub mod volume;

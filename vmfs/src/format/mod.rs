@@ -3,17 +3,29 @@
 //!
 //! Decoding never panics on arbitrary bytes: it returns [`FormatError`].
 
+pub mod addr;
 pub mod block;
+pub mod cluster;
+pub mod header;
 pub mod heartbeat_slot;
+pub mod inode;
 pub mod lock_record;
+pub mod pointer;
 
+pub use addr::{BlockAddr, ResourceKind};
+pub use cluster::ClusterHeader;
+pub use header::{Header, ResourceRegion, TimeoutMinimums};
 pub use heartbeat_slot::{HeartbeatSlot, SlotState};
+pub use inode::Inode;
 pub use lock_record::{Holder, LockMode, LockRecord};
+pub use pointer::PointerBlock;
 
 /// Size of a sector: the unit of heartbeat slots, lock records and
 /// compare-and-write. Devices with 4 KiB logical blocks are refused by mkfs.
 pub const SECTOR: usize = 512;
 
+/// Most heartbeat slots (hosts) a volume may be formatted for.
+pub const MAX_HOSTS: u32 = 2048;
 /// Error decoding or validating an on-disk structure.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum FormatError {

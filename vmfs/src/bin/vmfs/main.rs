@@ -1,0 +1,46 @@
+//! `vmfs`: the datastore's command-line tool.
+
+mod device;
+mod info;
+mod mkfs;
+mod units;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "vmfs",
+    version,
+    about = "Clustered datastore filesystem: format, inspect and serve a shared volume"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Format a device or image file as a vmfs volume.
+    Mkfs(mkfs::MkfsArgs),
+    /// Show a volume's header, capacity, free space and layout (read-only, no locks).
+    Info(info::InfoArgs),
+}
+
+fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("VMFS_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let result = match &cli.command {
+        Command::Mkfs(a) => mkfs::run(a),
+        Command::Info(a) => info::run(a),
+    };
+    if let Err(e) = result {
+        eprintln!("vmfs: {e}");
+        std::process::exit(1);
+    }
+}
