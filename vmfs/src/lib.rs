@@ -6,6 +6,7 @@
 //! - [`format`]: on-disk structures, encode/decode with CRC and self address.
 //! - [`volume`]: opening a volume, offset arithmetic, mkfs, space accounting.
 
+pub mod cluster;
 pub mod dev;
 pub mod format;
 pub mod volume;

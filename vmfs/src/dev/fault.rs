@@ -25,7 +25,10 @@ use std::time::Duration;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use super::{check_io, BlockDev, CasOutcome, DevCapabilities, DevError, DevOp, SharedDev};
+use super::{
+    check_io, BlockDev, CasOutcome, DevCapabilities, DevError, DevOp, FenceToken, FencedOp,
+    SharedDev,
+};
 
 /// Which unflushed writes survive [`FaultDev::crash`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -93,6 +96,15 @@ enum Pending {
     Unmap { offset: u64, len: u64 },
 }
 
+/// A cached write and the fence it must pass when it lands (a write issued
+/// through `write_fenced` is checked at landing time, as a device enforcing
+/// a persistent reservation would).
+#[derive(Debug, Clone)]
+struct Cached {
+    w: Pending,
+    fence: Option<FenceToken>,
+}
+
 impl Pending {
     fn range(&self) -> Range<u64> {
         match self {
@@ -132,7 +144,7 @@ impl Pending {
 struct State {
     rng: StdRng,
     cache: bool,
-    pending: Vec<Pending>,
+    pending: Vec<Cached>,
     faults: Vec<(Range<u64>, FaultOps)>,
     all_failed: bool,
     latency: Duration,
@@ -201,7 +213,7 @@ impl FaultDev {
         let mut st = self.state();
         let pending = std::mem::take(&mut st.pending);
         let n = pending.len();
-        for (i, w) in pending.into_iter().enumerate() {
+        for (i, Cached { w, fence }) in pending.into_iter().enumerate() {
             let lands = match mode {
                 CrashMode::DropAll => false,
                 CrashMode::KeepPrefix(k) => i < k.min(n),
@@ -210,24 +222,38 @@ impl FaultDev {
             if !lands {
                 continue;
             }
-            if mode == CrashMode::Torn {
-                self.apply_torn(&mut st.rng, w)?;
+            let r = if mode == CrashMode::Torn {
+                self.apply_torn(&mut st.rng, w, fence.as_ref())
             } else {
-                self.apply(&w)?;
+                self.apply(&w, fence.as_ref())
+            };
+            match r {
+                // The device refused a fenced write: it simply never lands.
+                Err(DevError::Fenced { .. }) => {}
+                other => other?,
             }
         }
         self.inner.flush()
     }
 
-    fn apply(&self, w: &Pending) -> Result<(), DevError> {
-        match w {
-            Pending::Data { offset, data } => self.inner.write_at(data, *offset),
-            Pending::Zeroes { offset, len } => self.inner.write_zeroes(*offset, *len),
-            Pending::Unmap { offset, len } => self.inner.unmap(*offset, *len),
+    fn apply(&self, w: &Pending, fence: Option<&FenceToken>) -> Result<(), DevError> {
+        let (op, offset) = match w {
+            Pending::Data { offset, data } => (FencedOp::Write(data), *offset),
+            Pending::Zeroes { offset, len } => (FencedOp::WriteZeroes(*len), *offset),
+            Pending::Unmap { offset, len } => (FencedOp::Unmap(*len), *offset),
+        };
+        match fence {
+            Some(f) => self.inner.write_fenced(op, offset, f),
+            None => super::apply_op(self.inner.as_ref(), op, offset),
         }
     }
 
-    fn apply_torn(&self, rng: &mut StdRng, w: Pending) -> Result<(), DevError> {
+    fn apply_torn(
+        &self,
+        rng: &mut StdRng,
+        w: Pending,
+        fence: Option<&FenceToken>,
+    ) -> Result<(), DevError> {
         let r = w.range();
         let sectors = (r.end - r.start) / self.sector;
         // Land a prefix of 1..=sectors sectors.
@@ -245,9 +271,9 @@ impl FaultDev {
                 let mut old = vec![0u8; s];
                 self.inner.read_at(&mut old, offset + last as u64)?;
                 data[last + split..].copy_from_slice(&old[split..]);
-                self.inner.write_at(&data, offset)
+                self.apply(&Pending::Data { offset, data }, fence)
             }
-            other => self.apply(&other),
+            other => self.apply(&other, fence),
         }
     }
 
@@ -335,7 +361,12 @@ impl FaultDev {
         Ok(st)
     }
 
-    fn write_op(&self, st: &mut State, w: Pending) -> Result<(), DevError> {
+    fn write_op(
+        &self,
+        st: &mut State,
+        w: Pending,
+        fence: Option<FenceToken>,
+    ) -> Result<(), DevError> {
         if let Some(log) = st.log.as_mut() {
             log.push(match &w {
                 Pending::Data { offset, data } => LogEntry::Write {
@@ -353,10 +384,10 @@ impl FaultDev {
             });
         }
         if st.cache {
-            st.pending.push(w);
+            st.pending.push(Cached { w, fence });
             Ok(())
         } else {
-            self.apply(&w)
+            self.apply(&w, fence.as_ref())
         }
     }
 
@@ -364,8 +395,8 @@ impl FaultDev {
     fn visible(&self, st: &State, buf: &mut [u8], offset: u64) -> Result<(), DevError> {
         self.inner.read_at(buf, offset)?;
         let want = offset..offset + buf.len() as u64;
-        for w in &st.pending {
-            if let Some(part) = w.clip(want.clone()) {
+        for c in &st.pending {
+            if let Some(part) = c.w.clip(want.clone()) {
                 let r = part.range();
                 let dst = &mut buf[(r.start - offset) as usize..(r.end - offset) as usize];
                 match part {
@@ -381,17 +412,20 @@ impl FaultDev {
     /// superseded, so they cannot land later and undo it.
     fn trim_pending(st: &mut State, r: Range<u64>) {
         let old = std::mem::take(&mut st.pending);
-        for w in old {
-            let own = w.range();
+        for c in old {
+            let own = c.w.range();
             if own.end <= r.start || r.end <= own.start {
-                st.pending.push(w);
+                st.pending.push(c);
                 continue;
             }
-            if let Some(before) = w.clip(own.start..r.start) {
-                st.pending.push(before);
-            }
-            if let Some(after) = w.clip(r.end..own.end) {
-                st.pending.push(after);
+            for part in [c.w.clip(own.start..r.start), c.w.clip(r.end..own.end)]
+                .into_iter()
+                .flatten()
+            {
+                st.pending.push(Cached {
+                    w: part,
+                    fence: c.fence,
+                });
             }
         }
     }
@@ -429,14 +463,15 @@ impl BlockDev for FaultDev {
                 offset,
                 data: buf.to_vec(),
             },
+            None,
         )
     }
 
     fn flush(&self) -> Result<(), DevError> {
         let mut st = self.gate(DevOp::Flush, 0, 0)?;
         let pending = std::mem::take(&mut st.pending);
-        for (i, w) in pending.iter().enumerate() {
-            if let Err(e) = self.apply(w) {
+        for (i, c) in pending.iter().enumerate() {
+            if let Err(e) = self.apply(&c.w, c.fence.as_ref()) {
                 // Keep what did not land so a later flush or crash decides.
                 st.pending = pending[i..].to_vec();
                 return Err(e);
@@ -453,13 +488,13 @@ impl BlockDev for FaultDev {
     fn write_zeroes(&self, offset: u64, len: u64) -> Result<(), DevError> {
         check_io(self, DevOp::WriteZeroes, offset, len)?;
         let mut st = self.gate(DevOp::WriteZeroes, offset, len)?;
-        self.write_op(&mut st, Pending::Zeroes { offset, len })
+        self.write_op(&mut st, Pending::Zeroes { offset, len }, None)
     }
 
     fn unmap(&self, offset: u64, len: u64) -> Result<(), DevError> {
         check_io(self, DevOp::Unmap, offset, len)?;
         let mut st = self.gate(DevOp::Unmap, offset, len)?;
-        self.write_op(&mut st, Pending::Unmap { offset, len })
+        self.write_op(&mut st, Pending::Unmap { offset, len }, None)
     }
 
     fn compare_and_write(
@@ -485,7 +520,7 @@ impl BlockDev for FaultDev {
         if lose_response && !land_anyway {
             return Ok(CasOutcome::Indeterminate);
         }
-        let overlaps_cache = st.pending.iter().any(|w| w.clip(range.clone()).is_some());
+        let overlaps_cache = st.pending.iter().any(|c| c.w.clip(range.clone()).is_some());
         let outcome = if overlaps_cache {
             // Our own unflushed writes cover the range: compare against what
             // this host sees, then write through.
@@ -514,6 +549,31 @@ impl BlockDev for FaultDev {
             }
         }
         Ok(outcome)
+    }
+
+    fn write_fenced(
+        &self,
+        op: FencedOp<'_>,
+        offset: u64,
+        fence: &FenceToken,
+    ) -> Result<(), DevError> {
+        let (dop, len, w) = match op {
+            FencedOp::Write(b) => (
+                DevOp::Write,
+                b.len() as u64,
+                Pending::Data {
+                    offset,
+                    data: b.to_vec(),
+                },
+            ),
+            FencedOp::WriteZeroes(len) => {
+                (DevOp::WriteZeroes, len, Pending::Zeroes { offset, len })
+            }
+            FencedOp::Unmap(len) => (DevOp::Unmap, len, Pending::Unmap { offset, len }),
+        };
+        check_io(self, dop, offset, len)?;
+        let mut st = self.gate(dop, offset, len)?;
+        self.write_op(&mut st, w, Some(*fence))
     }
 }
 

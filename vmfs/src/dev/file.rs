@@ -12,7 +12,10 @@ use std::sync::{Arc, Mutex, Once};
 use super::engine::{Engine, PreadEngine};
 use super::sys;
 use super::uring::UringEngine;
-use super::{check_io, BlockDev, CasOutcome, DevCapabilities, DevError, DevOp};
+use super::{
+    apply_op, check_io, BlockDev, CasOutcome, DevCapabilities, DevError, DevOp, FenceToken,
+    FencedOp,
+};
 
 /// How to open a [`FileDev`].
 #[derive(Debug, Clone, Default)]
@@ -317,6 +320,31 @@ impl BlockDev for FileDev {
         // COMPARE AND WRITE is durable before it reports success.
         self.engine.datasync(fd).map_err(err)?;
         Ok(CasOutcome::Done)
+    }
+
+    fn write_fenced(
+        &self,
+        op: FencedOp<'_>,
+        offset: u64,
+        fence: &FenceToken,
+    ) -> Result<(), DevError> {
+        // A shared OFD lock on the heartbeat slot: another host's
+        // compare-and-write of the slot (which takes the exclusive lock)
+        // waits for this write to finish, and once it has changed the slot
+        // our check below refuses. Check and write are thus atomic against
+        // being declared dead, across processes of this machine.
+        let fd = self.file.as_raw_fd();
+        let err = |e| self.io_err(DevOp::Read, fence.slot_addr, 512, e);
+        check_io(self, DevOp::Read, fence.slot_addr, 512)?;
+        let _shared = sys::OfdRangeLock::acquire_shared(fd, fence.slot_addr, 512).map_err(err)?;
+        let mut sector = [0u8; 512];
+        self.engine
+            .read_exact_at(fd, &mut sector, fence.slot_addr)
+            .map_err(err)?;
+        if !fence.admits(&sector) {
+            return Err(fence.refused(&self.name));
+        }
+        apply_op(self, op, offset)
     }
 }
 

@@ -3,7 +3,9 @@
 
 use std::sync::Mutex;
 
-use super::{check_io, BlockDev, CasOutcome, DevCapabilities, DevError, DevOp};
+use super::{
+    check_io, BlockDev, CasOutcome, DevCapabilities, DevError, DevOp, FenceToken, FencedOp,
+};
 
 /// A block device held in memory.
 #[derive(Debug)]
@@ -112,6 +114,37 @@ impl BlockDev for MemDev {
         }
         data[r].copy_from_slice(new);
         Ok(CasOutcome::Done)
+    }
+
+    fn write_fenced(
+        &self,
+        op: FencedOp<'_>,
+        offset: u64,
+        fence: &FenceToken,
+    ) -> Result<(), DevError> {
+        let len = match op {
+            FencedOp::Write(b) => b.len() as u64,
+            FencedOp::WriteZeroes(l) | FencedOp::Unmap(l) => l,
+        };
+        let dop = match op {
+            FencedOp::Write(_) => DevOp::Write,
+            FencedOp::WriteZeroes(_) => DevOp::WriteZeroes,
+            FencedOp::Unmap(_) => DevOp::Unmap,
+        };
+        check_io(self, dop, offset, len)?;
+        check_io(self, DevOp::Read, fence.slot_addr, 512)?;
+        // One critical section: the check and the write are atomic with
+        // respect to compare_and_write of the slot.
+        let mut data = self.lock();
+        if !fence.admits(&data[range(fence.slot_addr, 512)]) {
+            return Err(fence.refused(&self.name));
+        }
+        let r = range(offset, len as usize);
+        match op {
+            FencedOp::Write(b) => data[r].copy_from_slice(b),
+            FencedOp::WriteZeroes(_) | FencedOp::Unmap(_) => data[r].fill(0),
+        }
+        Ok(())
     }
 }
 

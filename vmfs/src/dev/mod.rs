@@ -90,6 +90,84 @@ pub trait BlockDev: Send + Sync + std::fmt::Debug {
         expected: &[u8],
         new: &[u8],
     ) -> Result<CasOutcome, DevError>;
+
+    /// Perform `op` at `offset` only if the heartbeat slot named by `fence`
+    /// still admits it, atomically with respect to `compare_and_write` of
+    /// that slot (so a host declared dead by a slot CAS can never land a
+    /// write afterwards). The default checks, then writes: correct only when
+    /// the device offers no better; backends override it.
+    fn write_fenced(
+        &self,
+        op: FencedOp<'_>,
+        offset: u64,
+        fence: &FenceToken,
+    ) -> Result<(), DevError> {
+        let mut sector = [0u8; 512];
+        self.read_at(&mut sector, fence.slot_addr)?;
+        if !fence.admits(&sector) {
+            return Err(fence.refused(self.name()));
+        }
+        apply_op(self, op, offset)
+    }
+}
+
+/// Perform a [`FencedOp`] without a fence check.
+pub fn apply_op<D: BlockDev + ?Sized>(
+    dev: &D,
+    op: FencedOp<'_>,
+    offset: u64,
+) -> Result<(), DevError> {
+    match op {
+        FencedOp::Write(buf) => dev.write_at(buf, offset),
+        FencedOp::WriteZeroes(len) => dev.write_zeroes(offset, len),
+        FencedOp::Unmap(len) => dev.unmap(offset, len),
+    }
+}
+
+/// The identity a host's writes are fenced by: its heartbeat slot must still
+/// be LIVE under this generation and mount nonce when a fenced write lands.
+/// This is the on-disk analogue of a SCSI persistent-reservation key: once
+/// another host has compare-and-written the slot (declaring this host dead),
+/// no fenced write of the old incarnation can land.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FenceToken {
+    /// Byte offset of the host's heartbeat slot sector.
+    pub slot_addr: u64,
+    pub hb_gen: u64,
+    pub mount_nonce: u64,
+}
+
+impl FenceToken {
+    /// Does the heartbeat slot image `sector` still admit this host's writes?
+    pub fn admits(&self, sector: &[u8]) -> bool {
+        match crate::format::HeartbeatSlot::decode(sector, self.slot_addr) {
+            Ok(s) => {
+                s.state == crate::format::SlotState::Live
+                    && s.hb_gen == self.hb_gen
+                    && s.mount_nonce == self.mount_nonce
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// The error a refused fenced write returns.
+    pub fn refused(&self, device: &str) -> DevError {
+        DevError::Fenced {
+            device: device.to_string(),
+            why: format!(
+                "heartbeat slot at offset {} no longer holds generation {} of this host",
+                self.slot_addr, self.hb_gen
+            ),
+        }
+    }
+}
+
+/// What a fenced modification does.
+#[derive(Debug, Clone, Copy)]
+pub enum FencedOp<'a> {
+    Write(&'a [u8]),
+    WriteZeroes(u64),
+    Unmap(u64),
 }
 
 /// Shared handle to a device.

@@ -109,6 +109,18 @@ fn ofd(fd: RawFd, kind: libc::c_short, offset: u64, len: u64, cmd: libc::c_int) 
 }
 
 impl OfdRangeLock {
+    /// Block until the range is read-locked (shared).
+    pub fn acquire_shared(fd: RawFd, offset: u64, len: u64) -> io::Result<Self> {
+        ofd(
+            fd,
+            libc::F_RDLCK as libc::c_short,
+            offset,
+            len,
+            libc::F_OFD_SETLKW,
+        )?;
+        Ok(OfdRangeLock { fd, offset, len })
+    }
+
     /// Block until the range is write-locked.
     pub fn acquire(fd: RawFd, offset: u64, len: u64) -> io::Result<Self> {
         ofd(

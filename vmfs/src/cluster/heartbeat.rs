@@ -1,0 +1,43 @@
+//! One beat: compare-and-write our slot with counter + 1, then read the
+//! whole heartbeat region once to keep the liveness observer current. So a
+//! beat costs one slot write and one region read, however many locks the
+//! host holds (locks are never renewed one by one).
+
+use super::host::{lock, read_region, Shared};
+use super::sector_cas::{cas_sector, nonce, SectorCas};
+use super::ClusterError;
+
+pub(crate) fn beat(sh: &Shared) -> Result<(), ClusterError> {
+    sh.io_allowed()?;
+    {
+        let mut hb = lock(&sh.hb);
+        let mut next = hb.slot.clone();
+        next.counter += 1;
+        next.write_nonce = nonce();
+        let img = next.encode();
+        let issue = sh.clock.now();
+        match cas_sector(sh.raw.as_ref(), sh.slot_addr, &hb.image, &img)? {
+            SectorCas::Won => {
+                hb.image = img;
+                hb.slot = next;
+                hb.last_landed_issue = issue;
+            }
+            SectorCas::Lost(_) => {
+                drop(hb);
+                // Someone compare-and-wrote our slot: we were declared dead.
+                sh.fence("heartbeat slot was overwritten by another host (declared dead)");
+                return Err(ClusterError::Fenced("declared dead by another host".into()));
+            }
+        }
+    }
+    let now = sh.clock.now();
+    let min_dead = sh.min_dead();
+    let slots = read_region(&sh.vol)?;
+    let mut obs = lock(&sh.observer);
+    for (i, s) in slots.iter().enumerate() {
+        if let Ok(s) = s {
+            obs.observe(i as u32, s, now, min_dead);
+        }
+    }
+    Ok(())
+}

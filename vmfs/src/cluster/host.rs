@@ -1,0 +1,580 @@
+//! A host: one process that has joined the volume and owns a heartbeat
+//! slot. Joining, the heartbeat and self-fence threads, clean exit.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::Sender;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use crate::dev::{BlockDev, FenceToken, SharedDev};
+use crate::format::{HeartbeatSlot, Holder, LockMode, SlotState, SECTOR};
+use crate::volume::Volume;
+
+use super::clock::{BootClock, Clock};
+use super::journal::{Journal, JournalLocation};
+use super::liveness::{Observer, Verdict};
+use super::sector_cas::{cas_sector, nonce, read_sector, SectorCas};
+use super::timeouts::Timeouts;
+use super::{ClusterError, HostDev};
+
+/// Persistent-reservation fencing of a dead host before its locks are
+/// broken (SCSI PREEMPT AND ABORT on devices that have it).
+pub trait PrFencer: Send + Sync + std::fmt::Debug {
+    fn preempt(&self, victim: Holder) -> Result<(), ClusterError>;
+}
+
+/// Things a host tells its embedder.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HostEvent {
+    /// All I/O has stopped; open handles fail with EIO. Rejoin to go on.
+    Fenced(String),
+    /// This host recovered a dead host's slot (journal replayed).
+    Recovered { slot: u32, records: u64 },
+}
+
+/// How a host joins.
+#[derive(Debug, Clone)]
+pub struct HostConfig {
+    /// Identity of the host; a second live process with the same UUID is refused.
+    pub host_uuid: [u8; 16],
+    pub host_name: String,
+    /// None: the volume's minimums.
+    pub timeouts: Option<Timeouts>,
+    pub clock: Arc<dyn Clock>,
+    pub fencer: Option<Arc<dyn PrFencer>>,
+    /// Give up joining after this long (waiting for a dead slot, say).
+    pub join_timeout: Duration,
+}
+
+impl HostConfig {
+    /// A host with a random identity and the volume's timeouts.
+    pub fn new(host_name: &str) -> HostConfig {
+        HostConfig {
+            host_uuid: rand::random(),
+            host_name: host_name.to_string(),
+            timeouts: None,
+            clock: Arc::new(BootClock),
+            fencer: None,
+            join_timeout: Duration::from_secs(120),
+        }
+    }
+}
+
+#[derive(Debug)]
+pub(crate) struct HbState {
+    pub image: [u8; SECTOR],
+    pub slot: HeartbeatSlot,
+    /// Issue time of the last beat known to have landed.
+    pub last_landed_issue: Duration,
+}
+
+/// What a host holds of one lock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HeldLock {
+    pub addr: u64,
+    pub resource: u64,
+    pub mode: LockMode,
+    /// Generation after our last change: tags journal records.
+    pub lock_gen: u64,
+}
+
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub vol: Volume,
+    pub raw: SharedDev,
+    pub slot: u32,
+    pub slot_addr: u64,
+    pub me: Holder,
+    pub token: FenceToken,
+    pub timeouts: Timeouts,
+    pub clock: Arc<dyn Clock>,
+    pub fencer: Option<Arc<dyn PrFencer>>,
+    pub hb: Mutex<HbState>,
+    pub fenced: AtomicBool,
+    pub fence_reason: Mutex<Option<String>>,
+    pub observer: Mutex<Observer>,
+    pub journal: Mutex<Journal>,
+    pub held: Mutex<BTreeMap<u64, HeldLock>>,
+    pub stop: AtomicBool,
+    pub events: Mutex<Option<Sender<HostEvent>>>,
+}
+
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Shared {
+    pub fn emit(&self, e: HostEvent) {
+        if let Some(tx) = lock(&self.events).as_ref() {
+            let _ = tx.send(e);
+        }
+    }
+
+    /// Stop all I/O for good (this incarnation).
+    pub fn fence(&self, why: &str) {
+        if !self.fenced.swap(true, Ordering::SeqCst) {
+            *lock(&self.fence_reason) = Some(why.to_string());
+            tracing::error!(slot = self.slot, "host fenced: {why}");
+            self.emit(HostEvent::Fenced(why.to_string()));
+        }
+    }
+
+    /// May this host still issue I/O? Checked before every operation, so a
+    /// host whose beats stopped landing stops even if its watchdog thread
+    /// is starved.
+    pub fn io_allowed(&self) -> Result<(), ClusterError> {
+        if self.fenced.load(Ordering::SeqCst) {
+            let why = lock(&self.fence_reason).clone().unwrap_or_default();
+            return Err(ClusterError::Fenced(why));
+        }
+        let last = lock(&self.hb).last_landed_issue;
+        if self.clock.now().saturating_sub(last) >= self.timeouts.self_fence {
+            self.fence("no heartbeat landed within the self-fence timeout");
+            return self.io_allowed();
+        }
+        Ok(())
+    }
+
+    pub fn min_dead(&self) -> Duration {
+        Timeouts::from_minimums(&self.vol.header.timeouts).dead_after
+    }
+
+    /// Read slot `slot` and judge it.
+    pub fn judge(&self, slot: u32) -> Result<(HeartbeatSlot, [u8; SECTOR], Verdict), ClusterError> {
+        let addr = self.vol.heartbeat_slot_addr(slot);
+        let img = read_sector(self.raw.as_ref(), addr)?;
+        let s = HeartbeatSlot::decode(&img, addr)?;
+        let v = lock(&self.observer).observe(slot, &s, self.clock.now(), self.min_dead());
+        Ok((s, img, v))
+    }
+
+    pub fn journal_location(&self, slot: u32, s: &HeartbeatSlot) -> JournalLocation {
+        JournalLocation {
+            addr: s.journal_addr,
+            size: s.journal_len,
+            slot,
+            volume_uuid: self.vol.header.uuid,
+        }
+    }
+}
+
+/// A joined host. Cloning shares the host.
+#[derive(Debug, Clone)]
+pub struct Host {
+    pub(crate) sh: Arc<Shared>,
+    threads: Arc<Mutex<Vec<JoinHandle<()>>>>,
+}
+
+fn live_image(
+    old: &HeartbeatSlot,
+    cfg: &HostConfig,
+    t: &Timeouts,
+    mount_nonce: u64,
+) -> HeartbeatSlot {
+    let ms = |d: Duration| u32::try_from(d.as_millis()).unwrap_or(u32::MAX);
+    HeartbeatSlot {
+        addr: old.addr,
+        state: SlotState::Live,
+        hb_gen: old.hb_gen + 1,
+        counter: old.counter + 1,
+        host_uuid: cfg.host_uuid,
+        mount_nonce,
+        interval_ms: ms(t.heartbeat),
+        io_timeout_ms: ms(t.io_timeout),
+        dead_after_ms: ms(t.dead_after),
+        self_fence_ms: ms(t.self_fence),
+        journal_addr: old.journal_addr,
+        journal_len: old.journal_len,
+        write_nonce: nonce(),
+        recoverer: None,
+        host_name: cfg.host_name.clone(),
+    }
+}
+
+impl Host {
+    /// Join the volume: claim a heartbeat slot by compare-and-write. Does
+    /// not start the heartbeat threads ([`Host::start`]), so tests and the
+    /// simulator can drive beats by hand.
+    pub fn join(vol: Volume, cfg: HostConfig) -> Result<Host, ClusterError> {
+        let t = Timeouts::for_volume(&vol.header.timeouts, cfg.timeouts)?;
+        let raw = vol.dev.clone();
+        let clock = cfg.clock.clone();
+        let started = clock.now();
+        let mut observer = Observer::default();
+        let min_dead = Timeouts::from_minimums(&vol.header.timeouts).dead_after;
+        // First sighting of each LIVE slot carrying our identity: if it beats
+        // while we watch, a second process with our identity is running.
+        let mut namesakes: std::collections::HashMap<u32, (u64, u64)> = Default::default();
+        loop {
+            if clock.now().saturating_sub(started) > cfg.join_timeout {
+                return Err(ClusterError::NoFreeSlot {
+                    slots: vol.header.max_hosts,
+                });
+            }
+            let slots = read_region(&vol)?;
+            let now = clock.now();
+            let mut candidate = None;
+            let mut dead_candidate = None;
+            let mut watching_namesake = false;
+            for (i, s) in slots.iter().enumerate() {
+                let i = i as u32;
+                let Ok(s) = s else { continue };
+                let v = observer.observe(i, s, now, min_dead);
+                let own = s.host_uuid == cfg.host_uuid;
+                if own && s.state == SlotState::Live {
+                    let first = *namesakes.entry(i).or_insert((s.hb_gen, s.counter));
+                    if first != (s.hb_gen, s.counter) {
+                        return Err(ClusterError::DuplicateHost { slot: i });
+                    }
+                    if v == Verdict::Dead {
+                        dead_candidate = Some(i);
+                    } else {
+                        watching_namesake = true;
+                    }
+                    continue;
+                }
+                match v {
+                    Verdict::Free | Verdict::CleanExit => {
+                        if candidate.is_none() || own {
+                            candidate = Some(i);
+                        }
+                    }
+                    Verdict::Dead => dead_candidate = dead_candidate.or(Some(i)),
+                    Verdict::Live | Verdict::Recovering => {}
+                }
+            }
+            if watching_namesake || candidate.is_none() {
+                if let Some(d) = dead_candidate {
+                    // A stranded slot (perhaps our own earlier incarnation):
+                    // recover it, then claim a slot on the next pass.
+                    recover_from_outside(&vol, d, &cfg)?;
+                    continue;
+                }
+                std::thread::sleep(t.heartbeat.min(Duration::from_millis(200)));
+                continue;
+            }
+            let i = candidate.expect("checked above");
+            let addr = vol.heartbeat_slot_addr(i);
+            let old_img = read_sector(raw.as_ref(), addr)?;
+            let old = HeartbeatSlot::decode(&old_img, addr)?;
+            if !matches!(old.state, SlotState::Free | SlotState::CleanExit) {
+                continue;
+            }
+            let mount_nonce = nonce();
+            let new = live_image(&old, &cfg, &t, mount_nonce);
+            let issue = clock.now();
+            let new_img = new.encode();
+            match cas_sector(raw.as_ref(), addr, &old_img, &new_img)? {
+                SectorCas::Lost(_) => continue,
+                SectorCas::Won => {}
+            }
+            let token = FenceToken {
+                slot_addr: addr,
+                hb_gen: new.hb_gen,
+                mount_nonce,
+            };
+            let loc = JournalLocation {
+                addr: new.journal_addr,
+                size: new.journal_len,
+                slot: i,
+                volume_uuid: vol.header.uuid,
+            };
+            let journal = Journal::start(
+                &FencedRaw {
+                    raw: raw.as_ref(),
+                    token,
+                },
+                loc,
+                new.hb_gen,
+            )?;
+            let me = Holder {
+                slot: i as u16,
+                hb_gen: new.hb_gen,
+            };
+            tracing::info!(
+                slot = i,
+                hb_gen = new.hb_gen,
+                "joined volume '{}'",
+                vol.header.label
+            );
+            let sh = Shared {
+                raw,
+                slot: i,
+                slot_addr: addr,
+                me,
+                token,
+                timeouts: t,
+                clock,
+                fencer: cfg.fencer.clone(),
+                hb: Mutex::new(HbState {
+                    image: new_img,
+                    slot: new,
+                    last_landed_issue: issue,
+                }),
+                fenced: AtomicBool::new(false),
+                fence_reason: Mutex::new(None),
+                observer: Mutex::new(observer),
+                journal: Mutex::new(journal),
+                held: Mutex::new(BTreeMap::new()),
+                stop: AtomicBool::new(false),
+                events: Mutex::new(None),
+                vol,
+            };
+            return Ok(Host {
+                sh: Arc::new(sh),
+                threads: Arc::new(Mutex::new(Vec::new())),
+            });
+        }
+    }
+
+    /// Start the heartbeat (every H) and self-fence watchdog threads.
+    pub fn start(&self) {
+        let mut th = lock(&self.threads);
+        if !th.is_empty() {
+            return;
+        }
+        let sh = self.sh.clone();
+        th.push(std::thread::spawn(move || {
+            let h = sh.timeouts.heartbeat;
+            while !sh.stop.load(Ordering::SeqCst) && !sh.fenced.load(Ordering::SeqCst) {
+                let next = sh.clock.now() + h;
+                if let Err(e) = super::heartbeat::beat(&sh) {
+                    tracing::warn!(slot = sh.slot, "heartbeat failed: {e}");
+                }
+                let now = sh.clock.now();
+                if next > now {
+                    std::thread::sleep(next - now);
+                }
+            }
+        }));
+        let sh = self.sh.clone();
+        th.push(std::thread::spawn(move || {
+            let tick = sh.timeouts.heartbeat / 4;
+            while !sh.stop.load(Ordering::SeqCst) && !sh.fenced.load(Ordering::SeqCst) {
+                let _ = sh.io_allowed();
+                std::thread::sleep(tick);
+            }
+        }));
+    }
+
+    /// Receive [`HostEvent`]s on this channel.
+    pub fn subscribe(&self, tx: Sender<HostEvent>) {
+        *lock(&self.sh.events) = Some(tx);
+    }
+
+    /// One heartbeat by hand (the threads call this every H).
+    pub fn beat(&self) -> Result<(), ClusterError> {
+        super::heartbeat::beat(&self.sh)
+    }
+
+    /// The fenced device all of this host's I/O goes through.
+    pub fn dev(&self) -> HostDev {
+        HostDev::new(self.sh.clone())
+    }
+
+    pub fn volume(&self) -> &Volume {
+        &self.sh.vol
+    }
+
+    pub fn slot(&self) -> u32 {
+        self.sh.slot
+    }
+
+    /// (slot, hb_gen): how lock records name this host.
+    pub fn holder(&self) -> Holder {
+        self.sh.me
+    }
+
+    pub fn timeouts(&self) -> Timeouts {
+        self.sh.timeouts
+    }
+
+    pub fn is_fenced(&self) -> bool {
+        self.sh.fenced.load(Ordering::SeqCst)
+    }
+
+    /// Check the self-fence deadline now (the watchdog does this every H/4).
+    pub fn check_fence(&self) -> Result<(), ClusterError> {
+        self.sh.io_allowed()
+    }
+
+    /// Locks this host holds.
+    pub fn held_locks(&self) -> Vec<HeldLock> {
+        lock(&self.sh.held).values().copied().collect()
+    }
+
+    /// Run a journaled metadata transaction: commit (flushed), then write in
+    /// place.
+    pub fn run_txn(&self, txn: &super::journal::Txn) -> Result<u64, ClusterError> {
+        let dev = self.dev();
+        lock(&self.sh.journal).run(&dev, txn)
+    }
+
+    /// Clean unmount: release every lock, checkpoint the journal, mark the
+    /// slot CLEAN_EXIT (hb_gen + 1) so nobody waits for us, stop the threads.
+    pub fn leave(self) -> Result<(), ClusterError> {
+        let held: Vec<u64> = lock(&self.sh.held).keys().copied().collect();
+        let mut first_err = None;
+        for addr in held {
+            if let Err(e) = self.unlock(addr) {
+                first_err.get_or_insert(e);
+            }
+        }
+        let dev = self.dev();
+        let r = (|| {
+            if let Some(e) = first_err {
+                return Err(e);
+            }
+            lock(&self.sh.journal).checkpoint(&dev)?;
+            self.sh.io_allowed()?;
+            let mut hb = lock(&self.sh.hb);
+            let mut s = hb.slot.clone();
+            s.state = SlotState::CleanExit;
+            s.hb_gen += 1;
+            s.write_nonce = nonce();
+            let img = s.encode();
+            match cas_sector(self.sh.raw.as_ref(), self.sh.slot_addr, &hb.image, &img)? {
+                SectorCas::Won => {
+                    hb.image = img;
+                    hb.slot = s;
+                    Ok(())
+                }
+                SectorCas::Lost(_) => Err(ClusterError::Fenced(
+                    "heartbeat slot was taken over before the clean exit".into(),
+                )),
+            }
+        })();
+        self.sh.stop.store(true, Ordering::SeqCst);
+        for t in lock(&self.threads).drain(..) {
+            let _ = t.join();
+        }
+        r
+    }
+
+    /// Stop the threads without touching the disk (a crash, for tests).
+    pub fn abandon(self) {
+        self.sh.stop.store(true, Ordering::SeqCst);
+        for t in lock(&self.threads).drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
+}
+
+/// Read and decode every heartbeat slot in one I/O.
+pub fn read_region(
+    vol: &Volume,
+) -> Result<Vec<Result<HeartbeatSlot, crate::format::FormatError>>, ClusterError> {
+    let n = vol.header.max_hosts as usize;
+    let mut buf = vec![0u8; n * SECTOR];
+    vol.dev.read_at(&mut buf, vol.header.heartbeat_offset)?;
+    Ok((0..n)
+        .map(|i| {
+            HeartbeatSlot::decode(
+                &buf[i * SECTOR..(i + 1) * SECTOR],
+                vol.heartbeat_slot_addr(i as u32),
+            )
+        })
+        .collect())
+}
+
+/// Recovery of a stranded slot by a process that has not joined yet (it
+/// needs a slot, and none is free). It writes without a fence token of its
+/// own: it holds no slot, so nobody can declare it dead; the slot CAS it
+/// starts with is what makes the recovery exclusive.
+fn recover_from_outside(vol: &Volume, slot: u32, cfg: &HostConfig) -> Result<(), ClusterError> {
+    let addr = vol.heartbeat_slot_addr(slot);
+    let img = read_sector(vol.dev.as_ref(), addr)?;
+    let s = HeartbeatSlot::decode(&img, addr)?;
+    if s.state != SlotState::Live {
+        return Ok(());
+    }
+    if let Some(f) = &cfg.fencer {
+        f.preempt(Holder {
+            slot: slot as u16,
+            hb_gen: s.hb_gen,
+        })?;
+    }
+    let mut rec = s.clone();
+    rec.state = SlotState::Recovering;
+    rec.hb_gen += 1;
+    rec.write_nonce = nonce();
+    rec.recoverer = Some(Holder {
+        slot: u16::MAX,
+        hb_gen: 0,
+    });
+    let rec_img = rec.encode();
+    if cas_sector(vol.dev.as_ref(), addr, &img, &rec_img)? != SectorCas::Won {
+        return Ok(());
+    }
+    let loc = JournalLocation {
+        addr: s.journal_addr,
+        size: s.journal_len,
+        slot,
+        volume_uuid: vol.header.uuid,
+    };
+    super::journal::replay(vol.dev.as_ref(), loc)?;
+    let mut free = rec.clone();
+    free.state = SlotState::Free;
+    free.hb_gen += 1;
+    free.recoverer = None;
+    free.write_nonce = nonce();
+    cas_sector(vol.dev.as_ref(), addr, &rec_img, &free.encode())?;
+    Ok(())
+}
+
+/// Fenced writes through the raw device before the `Shared` exists (the
+/// journal head written while joining).
+#[derive(Debug)]
+struct FencedRaw<'a> {
+    raw: &'a dyn BlockDev,
+    token: FenceToken,
+}
+
+impl BlockDev for FencedRaw<'_> {
+    fn name(&self) -> &str {
+        self.raw.name()
+    }
+    fn size(&self) -> u64 {
+        self.raw.size()
+    }
+    fn logical_block_size(&self) -> u32 {
+        self.raw.logical_block_size()
+    }
+    fn capabilities(&self) -> crate::dev::DevCapabilities {
+        self.raw.capabilities()
+    }
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<(), crate::dev::DevError> {
+        self.raw.read_at(buf, offset)
+    }
+    fn write_at(&self, buf: &[u8], offset: u64) -> Result<(), crate::dev::DevError> {
+        self.raw
+            .write_fenced(crate::dev::FencedOp::Write(buf), offset, &self.token)
+    }
+    fn flush(&self) -> Result<(), crate::dev::DevError> {
+        self.raw.flush()
+    }
+    fn write_zeroes(&self, offset: u64, len: u64) -> Result<(), crate::dev::DevError> {
+        self.raw
+            .write_fenced(crate::dev::FencedOp::WriteZeroes(len), offset, &self.token)
+    }
+    fn unmap(&self, offset: u64, len: u64) -> Result<(), crate::dev::DevError> {
+        self.raw
+            .write_fenced(crate::dev::FencedOp::Unmap(len), offset, &self.token)
+    }
+    fn compare_and_write(
+        &self,
+        offset: u64,
+        expected: &[u8],
+        new: &[u8],
+    ) -> Result<crate::dev::CasOutcome, crate::dev::DevError> {
+        self.raw.compare_and_write(offset, expected, new)
+    }
+}

@@ -1,0 +1,376 @@
+//! Lock records: acquire, release, upgrade, downgrade and the TRANSFER
+//! hand-off, each one compare-and-write of the whole record from the exact
+//! image read, with `lock_gen + 1` and a fresh write nonce.
+
+use std::time::Duration;
+
+use crate::dev::BlockDev;
+use crate::format::{HeartbeatSlot, Holder, LockMode, LockRecord, SlotState};
+
+use super::host::{lock, HeldLock, Host};
+use super::liveness::Verdict;
+use super::sector_cas::{cas_sector, nonce, read_sector, SectorCas};
+use super::ClusterError;
+
+/// What we concluded about one holder of a lock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum HolderState {
+    /// Its incarnation is over (and its journal replayed): drop it.
+    Gone,
+    /// Alive, or we cannot tell: respect it.
+    Present,
+}
+
+fn mode_name(m: LockMode) -> &'static str {
+    match m {
+        LockMode::Free => "free",
+        LockMode::Exclusive => "exclusive",
+        LockMode::SharedRead => "shared-read",
+        LockMode::MultiWriter => "multi-writer",
+    }
+}
+
+impl Host {
+    fn classify(&self, h: Holder) -> Result<HolderState, ClusterError> {
+        if h == self.sh.me {
+            return Ok(HolderState::Present);
+        }
+        let slot = u32::from(h.slot);
+        if slot >= self.sh.vol.header.max_hosts {
+            // A holder naming no slot cannot be alive.
+            return Ok(HolderState::Gone);
+        }
+        let (s, img, verdict) = match self.sh.judge(slot) {
+            Ok(x) => x,
+            // Never break a lock because its holder's slot is unreadable.
+            Err(ClusterError::Corrupt(_)) => return Ok(HolderState::Present),
+            Err(e) => return Err(e),
+        };
+        if s.hb_gen != h.hb_gen {
+            return Ok(match s.state {
+                // Journal replay may be in progress: wait for it.
+                SlotState::Recovering => self.help_stuck_recovery(slot, &s, &img)?,
+                _ => HolderState::Gone,
+            });
+        }
+        match verdict {
+            Verdict::Dead => {
+                super::recovery::recover(&self.sh, slot, &s, &img)?;
+                // Either we recovered it or someone else moved it on; judge again.
+                let (s2, _, _) = self.sh.judge(slot)?;
+                Ok(
+                    if s2.hb_gen != h.hb_gen && s2.state != SlotState::Recovering {
+                        HolderState::Gone
+                    } else {
+                        HolderState::Present
+                    },
+                )
+            }
+            _ => Ok(HolderState::Present),
+        }
+    }
+
+    /// A slot stuck in RECOVERING whose recoverer is gone: take the recovery over.
+    fn help_stuck_recovery(
+        &self,
+        slot: u32,
+        s: &HeartbeatSlot,
+        img: &[u8; 512],
+    ) -> Result<HolderState, ClusterError> {
+        let Some(r) = s.recoverer else {
+            return Ok(HolderState::Present);
+        };
+        let rslot = u32::from(r.slot);
+        let recoverer_gone = if rslot >= self.sh.vol.header.max_hosts {
+            // Recovered by a process that had not joined: judge by silence.
+            let silent = lock(&self.sh.observer).silent_for(slot, self.sh.clock.now());
+            silent >= self.sh.min_dead()
+        } else {
+            match self.sh.judge(rslot) {
+                Ok((rs, _, v)) => rs.hb_gen != r.hb_gen || v == Verdict::Dead,
+                Err(_) => false,
+            }
+        };
+        if recoverer_gone {
+            super::recovery::recover(&self.sh, slot, s, img)?;
+        }
+        Ok(HolderState::Present)
+    }
+
+    /// One attempt to bring the lock at `addr` to `want` for this host
+    /// (acquire, upgrade or downgrade). `Ok(None)`: busy right now.
+    fn change(
+        &self,
+        addr: u64,
+        resource: u64,
+        want: LockMode,
+    ) -> Result<Option<HeldLock>, ClusterError> {
+        let dev = self.dev();
+        for _ in 0..8 {
+            let img = read_sector(&dev, addr)?;
+            let cur = LockRecord::decode(&img, addr)?;
+            let mut keep = Vec::new();
+            for &h in &cur.holders {
+                if self.classify(h)? == HolderState::Present {
+                    keep.push(h);
+                }
+            }
+            let others: Vec<Holder> = keep.iter().copied().filter(|h| *h != self.sh.me).collect();
+            let compatible = match want {
+                LockMode::Exclusive => others.is_empty(),
+                LockMode::SharedRead | LockMode::MultiWriter => {
+                    others.is_empty() || cur.mode == want
+                }
+                LockMode::Free => true,
+            };
+            if !compatible || (cur.transfer_to.is_some() && !others.is_empty()) {
+                return Ok(None);
+            }
+            let mut next = cur.clone();
+            next.lock_gen = cur.lock_gen + 1;
+            next.write_nonce = nonce();
+            next.resource = resource;
+            next.transfer_to = None;
+            next.holders = others;
+            if want != LockMode::Free {
+                next.holders.push(self.sh.me);
+            }
+            next.mode = if next.holders.is_empty() {
+                LockMode::Free
+            } else {
+                want
+            };
+            if next.holders.len() > crate::format::lock_record::MAX_HOLDERS {
+                return Ok(None);
+            }
+            match cas_sector(&dev, addr, &img, &next.encode())? {
+                SectorCas::Won => {
+                    let held = HeldLock {
+                        addr,
+                        resource,
+                        mode: next.mode,
+                        lock_gen: next.lock_gen,
+                    };
+                    let mut map = lock(&self.sh.held);
+                    if want == LockMode::Free {
+                        map.remove(&addr);
+                    } else {
+                        map.insert(addr, held);
+                    }
+                    return Ok(Some(held));
+                }
+                SectorCas::Lost(_) => continue,
+            }
+        }
+        Ok(None)
+    }
+
+    /// Try once to take the lock at `addr` in `mode` (also upgrades and
+    /// downgrades a lock we hold). `Ok(None)` if another live host holds it
+    /// in a conflicting mode.
+    pub fn try_lock(
+        &self,
+        addr: u64,
+        resource: u64,
+        mode: LockMode,
+    ) -> Result<Option<HeldLock>, ClusterError> {
+        if mode == LockMode::Free {
+            return Err(ClusterError::LockState {
+                addr,
+                why: "asked to lock in mode FREE".into(),
+            });
+        }
+        let was = lock(&self.sh.held).get(&addr).copied();
+        if let Some(h) = was {
+            if h.mode == mode {
+                return Ok(Some(h));
+            }
+            // Leaving EXCLUSIVE: our in-place writes must be durable first.
+            if h.mode == LockMode::Exclusive {
+                self.dev().flush()?;
+            }
+        }
+        self.change(addr, resource, mode)
+    }
+
+    /// Take the lock, waiting up to `timeout` (backing off between tries).
+    pub fn lock(
+        &self,
+        addr: u64,
+        resource: u64,
+        mode: LockMode,
+        timeout: Duration,
+    ) -> Result<HeldLock, ClusterError> {
+        let start = self.sh.clock.now();
+        let mut backoff = Duration::from_millis(2);
+        loop {
+            if let Some(h) = self.try_lock(addr, resource, mode)? {
+                return Ok(h);
+            }
+            let waited = self.sh.clock.now().saturating_sub(start);
+            if waited >= timeout {
+                let holders = read_sector(&self.dev(), addr)
+                    .ok()
+                    .and_then(|b| LockRecord::decode(&b, addr).ok());
+                return Err(match holders {
+                    Some(r) => ClusterError::Busy {
+                        addr,
+                        mode: mode_name(r.mode),
+                        holders: r.holders,
+                    },
+                    None => ClusterError::Timeout {
+                        addr,
+                        waited_ms: waited.as_millis() as u64,
+                    },
+                });
+            }
+            let jitter = Duration::from_micros(rand::random::<u64>() % 1000);
+            std::thread::sleep(backoff + jitter);
+            backoff = (backoff * 2).min(self.sh.timeouts.heartbeat / 2);
+        }
+    }
+
+    /// Release a lock we hold. In-place writes under it are flushed first,
+    /// so journal replay may skip them once the generation moves on.
+    pub fn unlock(&self, addr: u64) -> Result<(), ClusterError> {
+        let Some(held) = lock(&self.sh.held).get(&addr).copied() else {
+            return Err(ClusterError::LockState {
+                addr,
+                why: "not held by this host".into(),
+            });
+        };
+        self.dev().flush()?;
+        let dev = self.dev();
+        loop {
+            let img = read_sector(&dev, addr)?;
+            let cur = LockRecord::decode(&img, addr)?;
+            if !cur.holders.contains(&self.sh.me) {
+                lock(&self.sh.held).remove(&addr);
+                return Err(ClusterError::LockLost { addr });
+            }
+            let mut next = cur.clone();
+            next.lock_gen += 1;
+            next.write_nonce = nonce();
+            next.transfer_to = None;
+            next.holders.retain(|h| *h != self.sh.me);
+            if next.holders.is_empty() {
+                next.mode = LockMode::Free;
+            }
+            if let SectorCas::Won = cas_sector(&dev, addr, &img, &next.encode())? {
+                lock(&self.sh.held).remove(&held.addr);
+                return Ok(());
+            }
+        }
+    }
+
+    /// Current generation of a lock we hold (tags journal records).
+    pub fn held(&self, addr: u64) -> Option<HeldLock> {
+        lock(&self.sh.held).get(&addr).copied()
+    }
+
+    /// Live migration, source side: having stopped and flushed all I/O under
+    /// the lock, mark it TRANSFER to `dst`. From this image exactly one of
+    /// [`Host::accept_transfer`] (destination) or [`Host::cancel_transfer`]
+    /// (source) can win.
+    pub fn begin_transfer(&self, addr: u64, dst: Holder) -> Result<(), ClusterError> {
+        let held = self
+            .held(addr)
+            .filter(|h| h.mode == LockMode::Exclusive)
+            .ok_or_else(|| ClusterError::LockState {
+                addr,
+                why: "TRANSFER needs the lock held EXCLUSIVE by this host".into(),
+            })?;
+        self.dev().flush()?;
+        let dev = self.dev();
+        let img = read_sector(&dev, addr)?;
+        let cur = LockRecord::decode(&img, addr)?;
+        if cur.holders != [self.sh.me]
+            || cur.mode != LockMode::Exclusive
+            || cur.transfer_to.is_some()
+        {
+            return Err(ClusterError::LockLost { addr });
+        }
+        let mut next = cur.clone();
+        next.lock_gen += 1;
+        next.write_nonce = nonce();
+        next.transfer_to = Some(dst);
+        match cas_sector(&dev, addr, &img, &next.encode())? {
+            SectorCas::Won => {
+                lock(&self.sh.held).insert(
+                    addr,
+                    HeldLock {
+                        lock_gen: next.lock_gen,
+                        ..held
+                    },
+                );
+                Ok(())
+            }
+            SectorCas::Lost(_) => Err(ClusterError::LockLost { addr }),
+        }
+    }
+
+    /// Live migration, destination side: take a lock marked TRANSFER to us.
+    /// Returns false if the source cancelled (or nothing is offered to us).
+    pub fn accept_transfer(&self, addr: u64, resource: u64) -> Result<bool, ClusterError> {
+        self.finish_transfer(addr, resource, true)
+    }
+
+    /// Live migration, source side: take the lock back from TRANSFER.
+    /// Returns false if the destination already accepted.
+    pub fn cancel_transfer(&self, addr: u64) -> Result<bool, ClusterError> {
+        let resource = self.held(addr).map(|h| h.resource).unwrap_or(0);
+        self.finish_transfer(addr, resource, false)
+    }
+
+    fn finish_transfer(
+        &self,
+        addr: u64,
+        resource: u64,
+        accept: bool,
+    ) -> Result<bool, ClusterError> {
+        let dev = self.dev();
+        let img = read_sector(&dev, addr)?;
+        let cur = LockRecord::decode(&img, addr)?;
+        let Some(dst) = cur.transfer_to else {
+            return Ok(false);
+        };
+        if accept && dst != self.sh.me {
+            return Ok(false);
+        }
+        if !accept && cur.holders != [self.sh.me] {
+            return Ok(false);
+        }
+        let mut next = cur.clone();
+        next.lock_gen += 1;
+        next.write_nonce = nonce();
+        next.transfer_to = None;
+        next.holders = vec![self.sh.me];
+        next.mode = LockMode::Exclusive;
+        match cas_sector(&dev, addr, &img, &next.encode())? {
+            SectorCas::Won => {
+                lock(&self.sh.held).insert(
+                    addr,
+                    HeldLock {
+                        addr,
+                        resource: if accept { resource } else { cur.resource },
+                        mode: LockMode::Exclusive,
+                        lock_gen: next.lock_gen,
+                    },
+                );
+                Ok(true)
+            }
+            SectorCas::Lost(_) => {
+                if !accept {
+                    lock(&self.sh.held).remove(&addr);
+                }
+                Ok(false)
+            }
+        }
+    }
+}
+
+/// Read and decode a lock record without any lock (observers, CLI).
+pub fn read_lock(dev: &dyn BlockDev, addr: u64) -> Result<LockRecord, ClusterError> {
+    let img = read_sector(dev, addr)?;
+    Ok(LockRecord::decode(&img, addr)?)
+}
