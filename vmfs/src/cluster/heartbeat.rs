@@ -20,7 +20,7 @@ pub(crate) fn beat(sh: &Shared) -> Result<(), ClusterError> {
             SectorCas::Won => {
                 hb.image = img;
                 hb.slot = next;
-                hb.last_landed_issue = issue;
+                sh.set_last_landed(issue);
             }
             SectorCas::Lost(_) => {
                 drop(hb);
@@ -30,13 +30,14 @@ pub(crate) fn beat(sh: &Shared) -> Result<(), ClusterError> {
             }
         }
     }
-    let now = sh.clock.now();
     let min_dead = sh.min_dead();
+    let issued = sh.clock.now();
     let slots = read_region(&sh.vol)?;
+    let completed = sh.clock.now();
     let mut obs = lock(&sh.observer);
     for (i, s) in slots.iter().enumerate() {
         if let Ok(s) = s {
-            obs.observe(i as u32, s, now, min_dead);
+            obs.observe(i as u32, s, issued, completed, min_dead);
         }
     }
     Ok(())

@@ -2,7 +2,7 @@
 //! slot. Joining, the heartbeat and self-fence threads, clean exit.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::Sender;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
@@ -66,8 +66,6 @@ impl HostConfig {
 pub(crate) struct HbState {
     pub image: [u8; SECTOR],
     pub slot: HeartbeatSlot,
-    /// Issue time of the last beat known to have landed.
-    pub last_landed_issue: Duration,
 }
 
 /// What a host holds of one lock.
@@ -78,6 +76,8 @@ pub struct HeldLock {
     pub mode: LockMode,
     /// Generation after our last change: tags journal records.
     pub lock_gen: u64,
+    /// Offered to another host (TRANSFER): no more writes under it.
+    pub transferring: bool,
 }
 
 #[derive(Debug)]
@@ -92,6 +92,9 @@ pub(crate) struct Shared {
     pub clock: Arc<dyn Clock>,
     pub fencer: Option<Arc<dyn PrFencer>>,
     pub hb: Mutex<HbState>,
+    /// Issue time (ns on our clock) of the last beat known to have landed.
+    /// Atomic so I/O never waits behind a heartbeat write in progress.
+    pub last_landed_ns: AtomicU64,
     pub fenced: AtomicBool,
     pub fence_reason: Mutex<Option<String>>,
     pub observer: Mutex<Observer>,
@@ -129,12 +132,17 @@ impl Shared {
             let why = lock(&self.fence_reason).clone().unwrap_or_default();
             return Err(ClusterError::Fenced(why));
         }
-        let last = lock(&self.hb).last_landed_issue;
+        let last = Duration::from_nanos(self.last_landed_ns.load(Ordering::SeqCst));
         if self.clock.now().saturating_sub(last) >= self.timeouts.self_fence {
             self.fence("no heartbeat landed within the self-fence timeout");
             return self.io_allowed();
         }
         Ok(())
+    }
+
+    pub fn set_last_landed(&self, issue: Duration) {
+        self.last_landed_ns
+            .store(issue.as_nanos() as u64, Ordering::SeqCst);
     }
 
     pub fn min_dead(&self) -> Duration {
@@ -144,9 +152,11 @@ impl Shared {
     /// Read slot `slot` and judge it.
     pub fn judge(&self, slot: u32) -> Result<(HeartbeatSlot, [u8; SECTOR], Verdict), ClusterError> {
         let addr = self.vol.heartbeat_slot_addr(slot);
+        let issued = self.clock.now();
         let img = read_sector(self.raw.as_ref(), addr)?;
+        let completed = self.clock.now();
         let s = HeartbeatSlot::decode(&img, addr)?;
-        let v = lock(&self.observer).observe(slot, &s, self.clock.now(), self.min_dead());
+        let v = lock(&self.observer).observe(slot, &s, issued, completed, self.min_dead());
         Ok((s, img, v))
     }
 
@@ -201,18 +211,21 @@ impl Host {
         let t = Timeouts::for_volume(&vol.header.timeouts, cfg.timeouts)?;
         let raw = vol.dev.clone();
         let clock = cfg.clock.clone();
-        let started = clock.now();
+        // Waiting here sleeps in real time, so the give-up deadline is real
+        // time too (a hand-moved test clock would never reach it).
+        let started_real = std::time::Instant::now();
         let mut observer = Observer::default();
         let min_dead = Timeouts::from_minimums(&vol.header.timeouts).dead_after;
         // First sighting of each LIVE slot carrying our identity: if it beats
         // while we watch, a second process with our identity is running.
         let mut namesakes: std::collections::HashMap<u32, (u64, u64)> = Default::default();
         loop {
-            if clock.now().saturating_sub(started) > cfg.join_timeout {
+            if started_real.elapsed() > cfg.join_timeout {
                 return Err(ClusterError::NoFreeSlot {
                     slots: vol.header.max_hosts,
                 });
             }
+            let issued = clock.now();
             let slots = read_region(&vol)?;
             let now = clock.now();
             let mut candidate = None;
@@ -221,7 +234,7 @@ impl Host {
             for (i, s) in slots.iter().enumerate() {
                 let i = i as u32;
                 let Ok(s) = s else { continue };
-                let v = observer.observe(i, s, now, min_dead);
+                let v = observer.observe(i, s, issued, now, min_dead);
                 let own = s.host_uuid == cfg.host_uuid;
                 if own && s.state == SlotState::Live {
                     let first = *namesakes.entry(i).or_insert((s.hb_gen, s.counter));
@@ -245,31 +258,35 @@ impl Host {
                     Verdict::Live | Verdict::Recovering => {}
                 }
             }
-            if watching_namesake || candidate.is_none() {
-                if let Some(d) = dead_candidate {
-                    // A stranded slot (perhaps our own earlier incarnation):
-                    // recover it, then claim a slot on the next pass.
-                    recover_from_outside(&vol, d, &cfg)?;
+            let free_slot = if watching_namesake { None } else { candidate };
+            let (i, new, new_img, issue) = if let Some(i) = free_slot {
+                let addr = vol.heartbeat_slot_addr(i);
+                let old_img = read_sector(raw.as_ref(), addr)?;
+                let old = HeartbeatSlot::decode(&old_img, addr)?;
+                if !matches!(old.state, SlotState::Free | SlotState::CleanExit) {
                     continue;
                 }
-                std::thread::sleep(t.heartbeat.min(Duration::from_millis(200)));
-                continue;
-            }
-            let i = candidate.expect("checked above");
+                let new = live_image(&old, &cfg, &t, nonce());
+                let issue = clock.now();
+                let new_img = new.encode();
+                match cas_sector(raw.as_ref(), addr, &old_img, &new_img)? {
+                    SectorCas::Lost(_) => continue,
+                    SectorCas::Won => (i, new, new_img, issue),
+                }
+            } else {
+                let Some(d) = dead_candidate else {
+                    std::thread::sleep(t.heartbeat.min(Duration::from_millis(200)));
+                    continue;
+                };
+                // A stranded slot (perhaps our own earlier incarnation):
+                // claim it by recovery.
+                match claim_by_recovery(&vol, d, &cfg, &t)? {
+                    Some((new, img, issue)) => (d, new, img, issue),
+                    None => continue,
+                }
+            };
             let addr = vol.heartbeat_slot_addr(i);
-            let old_img = read_sector(raw.as_ref(), addr)?;
-            let old = HeartbeatSlot::decode(&old_img, addr)?;
-            if !matches!(old.state, SlotState::Free | SlotState::CleanExit) {
-                continue;
-            }
-            let mount_nonce = nonce();
-            let new = live_image(&old, &cfg, &t, mount_nonce);
-            let issue = clock.now();
-            let new_img = new.encode();
-            match cas_sector(raw.as_ref(), addr, &old_img, &new_img)? {
-                SectorCas::Lost(_) => continue,
-                SectorCas::Won => {}
-            }
+            let mount_nonce = new.mount_nonce;
             let token = FenceToken {
                 slot_addr: addr,
                 hb_gen: new.hb_gen,
@@ -311,8 +328,8 @@ impl Host {
                 hb: Mutex::new(HbState {
                     image: new_img,
                     slot: new,
-                    last_landed_issue: issue,
                 }),
+                last_landed_ns: AtomicU64::new(issue.as_nanos() as u64),
                 fenced: AtomicBool::new(false),
                 fence_reason: Mutex::new(None),
                 observer: Mutex::new(observer),
@@ -407,9 +424,35 @@ impl Host {
 
     /// Run a journaled metadata transaction: commit (flushed), then write in
     /// place.
+    ///
+    /// Every block must be protected by a lock this host holds EXCLUSIVE
+    /// (not offered for TRANSFER), tagged with that lock's current
+    /// generation. A failure once the commit has started fences the host:
+    /// a half-applied transaction must not be followed by more writes.
     pub fn run_txn(&self, txn: &super::journal::Txn) -> Result<u64, ClusterError> {
+        {
+            let held = lock(&self.sh.held);
+            for b in &txn.blocks {
+                match held.get(&b.lock_addr) {
+                    Some(h) if h.mode == LockMode::Exclusive && !h.transferring && h.lock_gen == b.lock_gen => {}
+                    _ => {
+                        return Err(ClusterError::LockState {
+                            addr: b.lock_addr,
+                            why: format!(
+                                "journaled write of block {} needs this lock held EXCLUSIVE at generation {}",
+                                b.addr, b.lock_gen
+                            ),
+                        })
+                    }
+                }
+            }
+        }
         let dev = self.dev();
-        lock(&self.sh.journal).run(&dev, txn)
+        let r = lock(&self.sh.journal).run(&dev, txn);
+        if let Err(e) = &r {
+            self.sh.fence(&format!("journal transaction failed: {e}"));
+        }
+        r
     }
 
     /// Clean unmount: release every lock, checkpoint the journal, mark the
@@ -418,8 +461,12 @@ impl Host {
         let held: Vec<u64> = lock(&self.sh.held).keys().copied().collect();
         let mut first_err = None;
         for addr in held {
-            if let Err(e) = self.unlock(addr) {
-                first_err.get_or_insert(e);
+            match self.unlock(addr) {
+                // Handed over (TRANSFER) or broken: nothing left to release.
+                Ok(()) | Err(ClusterError::LockLost { .. }) => {}
+                Err(e) => {
+                    first_err.get_or_insert(e);
+                }
             }
         }
         let dev = self.dev();
@@ -485,16 +532,22 @@ pub fn read_region(
         .collect())
 }
 
-/// Recovery of a stranded slot by a process that has not joined yet (it
-/// needs a slot, and none is free). It writes without a fence token of its
-/// own: it holds no slot, so nobody can declare it dead; the slot CAS it
-/// starts with is what makes the recovery exclusive.
-fn recover_from_outside(vol: &Volume, slot: u32, cfg: &HostConfig) -> Result<(), ClusterError> {
+/// Claim a dead host's slot when no slot is free: CAS it to RECOVERING
+/// under our own identity (new generation, our mount nonce), replay its
+/// journal with writes fenced by that RECOVERING image, then CAS it LIVE for
+/// us. If we stall for D, another host takes the recovery over and our
+/// fenced writes are refused from then on.
+fn claim_by_recovery(
+    vol: &Volume,
+    slot: u32,
+    cfg: &HostConfig,
+    t: &Timeouts,
+) -> Result<Option<(HeartbeatSlot, [u8; SECTOR], Duration)>, ClusterError> {
     let addr = vol.heartbeat_slot_addr(slot);
     let img = read_sector(vol.dev.as_ref(), addr)?;
     let s = HeartbeatSlot::decode(&img, addr)?;
     if s.state != SlotState::Live {
-        return Ok(());
+        return Ok(None);
     }
     if let Some(f) = &cfg.fencer {
         f.preempt(Holder {
@@ -502,32 +555,47 @@ fn recover_from_outside(vol: &Volume, slot: u32, cfg: &HostConfig) -> Result<(),
             hb_gen: s.hb_gen,
         })?;
     }
-    let mut rec = s.clone();
+    let mount_nonce = nonce();
+    let mut rec = live_image(&s, cfg, t, mount_nonce);
     rec.state = SlotState::Recovering;
-    rec.hb_gen += 1;
-    rec.write_nonce = nonce();
     rec.recoverer = Some(Holder {
-        slot: u16::MAX,
-        hb_gen: 0,
+        slot: slot as u16,
+        hb_gen: rec.hb_gen,
     });
     let rec_img = rec.encode();
     if cas_sector(vol.dev.as_ref(), addr, &img, &rec_img)? != SectorCas::Won {
-        return Ok(());
+        return Ok(None);
     }
+    let token = FenceToken {
+        slot_addr: addr,
+        hb_gen: rec.hb_gen,
+        mount_nonce,
+    };
     let loc = JournalLocation {
         addr: s.journal_addr,
         size: s.journal_len,
         slot,
         volume_uuid: vol.header.uuid,
     };
-    super::journal::replay(vol.dev.as_ref(), loc)?;
-    let mut free = rec.clone();
-    free.state = SlotState::Free;
-    free.hb_gen += 1;
-    free.recoverer = None;
-    free.write_nonce = nonce();
-    cas_sector(vol.dev.as_ref(), addr, &rec_img, &free.encode())?;
-    Ok(())
+    let report = super::journal::replay(
+        &FencedRaw {
+            raw: vol.dev.as_ref(),
+            token,
+        },
+        loc,
+    )?;
+    tracing::warn!(
+        slot,
+        records = report.records,
+        "claimed a dead host's slot after replaying its journal"
+    );
+    let live = live_image(&rec, cfg, t, mount_nonce);
+    let live_img = live.encode();
+    let issue = cfg.clock.now();
+    match cas_sector(vol.dev.as_ref(), addr, &rec_img, &live_img)? {
+        SectorCas::Won => Ok(Some((live, live_img, issue))),
+        SectorCas::Lost(_) => Ok(None),
+    }
 }
 
 /// Fenced writes through the raw device before the `Shared` exists (the

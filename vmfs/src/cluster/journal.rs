@@ -52,7 +52,9 @@ impl Txn {
     }
 }
 
-/// Decoded journal head.
+/// Decoded journal head. Two 512-byte copies sit at the start of the
+/// journal and are written alternately (copy `epoch % 2`), so a head write
+/// torn by a crash always leaves the previous copy intact.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct JournalHead {
     pub volume_uuid: [u8; 16],
@@ -60,35 +62,61 @@ pub struct JournalHead {
     pub owner_hb_gen: u64,
     pub start_seq: u64,
     pub start_off: u64,
+    pub epoch: u64,
 }
 
 impl JournalHead {
+    fn copy_addr(journal: u64, epoch: u64) -> u64 {
+        journal + (epoch % 2) * SECTOR as u64
+    }
+
     fn encode(&self, addr: u64) -> Vec<u8> {
-        let mut b = vec![0u8; HEAD_LEN as usize];
+        let mut b = vec![0u8; SECTOR];
         b[16..32].copy_from_slice(&self.volume_uuid);
         put_u32(&mut b, 32, self.slot);
         put_u64(&mut b, 40, self.owner_hb_gen);
         put_u64(&mut b, 48, self.start_seq);
         put_u64(&mut b, 56, self.start_off);
+        put_u64(&mut b, 64, self.epoch);
         seal(&mut b, HEAD_MAGIC, addr);
         b
     }
 
-    /// `Ok(None)` for an all-zero head (never used, or emptied by recovery).
-    fn decode(b: &[u8], addr: u64) -> Result<Option<JournalHead>, crate::format::FormatError> {
-        if b.iter().all(|&x| x == 0) {
-            return Ok(None);
-        }
-        verify(b, "journal head", HEAD_MAGIC, addr)?;
+    fn decode_copy(b: &[u8], addr: u64) -> Option<JournalHead> {
+        verify(b, "journal head", HEAD_MAGIC, addr).ok()?;
         let mut volume_uuid = [0u8; 16];
         volume_uuid.copy_from_slice(&b[16..32]);
-        Ok(Some(JournalHead {
+        let h = JournalHead {
             volume_uuid,
             slot: get_u32(b, 32),
             owner_hb_gen: get_u64(b, 40),
             start_seq: get_u64(b, 48),
             start_off: get_u64(b, 56),
-        }))
+            epoch: get_u64(b, 64),
+        };
+        (Self::copy_addr(addr - (h.epoch % 2) * SECTOR as u64, h.epoch) == addr).then_some(h)
+    }
+
+    /// The newest valid copy; `None` if neither is valid. Head writes
+    /// happen only at start and checkpoint, both after a flush, so "no
+    /// valid copy" (never used, emptied by recovery, or a torn first write)
+    /// means there is nothing to replay.
+    fn read(dev: &dyn BlockDev, journal: u64) -> Result<Option<JournalHead>, ClusterError> {
+        let mut b = vec![0u8; 2 * SECTOR];
+        dev.read_at(&mut b, journal)?;
+        let a = Self::decode_copy(&b[..SECTOR], journal);
+        let c = Self::decode_copy(&b[SECTOR..], journal + SECTOR as u64);
+        Ok(match (a, c) {
+            (Some(x), Some(y)) => Some(if x.epoch >= y.epoch { x } else { y }),
+            (x, y) => x.or(y),
+        })
+    }
+
+    fn write(&self, dev: &dyn BlockDev, journal: u64) -> Result<(), ClusterError> {
+        let addr = Self::copy_addr(journal, self.epoch);
+        dev.write_at(&self.encode(addr), addr)?;
+        dev.flush()?;
+        Ok(())
     }
 }
 
@@ -106,6 +134,7 @@ pub struct JournalLocation {
 pub struct Journal {
     loc: JournalLocation,
     hb_gen: u64,
+    epoch: u64,
     next_seq: u64,
     /// Offset of the next record, relative to the journal start.
     tail: u64,
@@ -151,18 +180,20 @@ impl Journal {
         loc: JournalLocation,
         hb_gen: u64,
     ) -> Result<Journal, ClusterError> {
+        let epoch = JournalHead::read(dev, loc.addr)?.map_or(0, |h| h.epoch + 1);
         let head = JournalHead {
             volume_uuid: loc.volume_uuid,
             slot: loc.slot,
             owner_hb_gen: hb_gen,
             start_seq: 1,
             start_off: HEAD_LEN,
+            epoch,
         };
-        dev.write_at(&head.encode(loc.addr), loc.addr)?;
-        dev.flush()?;
+        head.write(dev, loc.addr)?;
         Ok(Journal {
             loc,
             hb_gen,
+            epoch,
             next_seq: 1,
             tail: HEAD_LEN,
         })
@@ -227,15 +258,16 @@ impl Journal {
     /// Make every applied block durable, then drop all records.
     pub fn checkpoint(&mut self, dev: &dyn BlockDev) -> Result<(), ClusterError> {
         dev.flush()?;
+        self.epoch += 1;
         let head = JournalHead {
             volume_uuid: self.loc.volume_uuid,
             slot: self.loc.slot,
             owner_hb_gen: self.hb_gen,
             start_seq: self.next_seq,
             start_off: HEAD_LEN,
+            epoch: self.epoch,
         };
-        dev.write_at(&head.encode(self.loc.addr), self.loc.addr)?;
-        dev.flush()?;
+        head.write(dev, self.loc.addr)?;
         self.tail = HEAD_LEN;
         Ok(())
     }
@@ -262,17 +294,8 @@ pub struct ReplayReport {
 /// last incarnation that used this journal.
 pub fn replay(dev: &dyn BlockDev, loc: JournalLocation) -> Result<ReplayReport, ClusterError> {
     let mut report = ReplayReport::default();
-    let mut hb = vec![0u8; HEAD_LEN as usize];
-    dev.read_at(&mut hb, loc.addr)?;
-    let head = match JournalHead::decode(&hb, loc.addr) {
-        Ok(None) => return Ok(report),
-        Ok(Some(h)) => h,
-        Err(e) => {
-            return Err(ClusterError::Journal {
-                slot: loc.slot,
-                why: format!("journal head is damaged ({e}); not replaying (run vmfs-fsck)"),
-            })
-        }
+    let Some(head) = JournalHead::read(dev, loc.addr)? else {
+        return Ok(report);
     };
     let owner_hb_gen = head.owner_hb_gen;
     if head.volume_uuid != loc.volume_uuid || head.slot != loc.slot {
@@ -336,8 +359,12 @@ pub fn replay(dev: &dyn BlockDev, loc: JournalLocation) -> Result<ReplayReport, 
 }
 
 fn empty(dev: &dyn BlockDev, loc: JournalLocation) -> Result<(), ClusterError> {
-    dev.write_zeroes(loc.addr, HEAD_LEN)?;
-    dev.flush()?;
+    // One copy at a time: a crash between them leaves a valid older copy,
+    // and replaying it again is harmless (idempotent, generation-checked).
+    for copy in [1u64, 0] {
+        dev.write_zeroes(loc.addr + copy * SECTOR as u64, SECTOR as u64)?;
+        dev.flush()?;
+    }
     Ok(())
 }
 

@@ -33,25 +33,30 @@ pub struct Observer {
 }
 
 impl Observer {
-    /// Record a fresh read of slot `slot` at time `now`, and judge it. `min_dead`
-    /// is the volume's minimum D; the slot's own advertised D is honoured if longer.
+    /// Record a read of slot `slot` issued at `issued` and completed at
+    /// `completed` (our clock), and judge it. Silence is measured
+    /// conservatively: from the *completion* of the first read that showed
+    /// this image to the *issue* of the read that still shows it. `min_dead`
+    /// is the volume's minimum D; the slot's advertised D is honoured if longer.
     pub fn observe(
         &mut self,
         slot: u32,
         s: &HeartbeatSlot,
-        now: Duration,
+        issued: Duration,
+        completed: Duration,
         min_dead: Duration,
     ) -> Verdict {
+        let now = issued;
         let e = self.seen.entry(slot).or_insert(Seen {
             hb_gen: s.hb_gen,
             counter: s.counter,
-            since: now,
+            since: completed,
         });
         if e.hb_gen != s.hb_gen || e.counter != s.counter {
             *e = Seen {
                 hb_gen: s.hb_gen,
                 counter: s.counter,
-                since: now,
+                since: completed,
             };
         }
         match s.state {
@@ -90,27 +95,57 @@ mod tests {
         s.dead_after_ms = 1000;
         let d = Duration::from_millis(500);
         let t = Duration::from_secs(100);
-        assert_eq!(o.observe(0, &s, t, d), Verdict::Live);
+        assert_eq!(o.observe(0, &s, t, t, d), Verdict::Live);
         assert_eq!(
-            o.observe(0, &s, t + Duration::from_millis(999), d),
+            o.observe(
+                0,
+                &s,
+                t + Duration::from_millis(999),
+                t + Duration::from_millis(999),
+                d
+            ),
             Verdict::Live
         );
         s.counter += 1; // a beat resets the watch
         assert_eq!(
-            o.observe(0, &s, t + Duration::from_millis(1500), d),
+            o.observe(
+                0,
+                &s,
+                t + Duration::from_millis(1500),
+                t + Duration::from_millis(1500),
+                d
+            ),
             Verdict::Live
         );
         assert_eq!(
-            o.observe(0, &s, t + Duration::from_millis(2499), d),
+            o.observe(
+                0,
+                &s,
+                t + Duration::from_millis(2499),
+                t + Duration::from_millis(2499),
+                d
+            ),
             Verdict::Live
         );
         assert_eq!(
-            o.observe(0, &s, t + Duration::from_millis(2500), d),
+            o.observe(
+                0,
+                &s,
+                t + Duration::from_millis(2500),
+                t + Duration::from_millis(2500),
+                d
+            ),
             Verdict::Dead
         );
         s.state = SlotState::CleanExit;
         assert_eq!(
-            o.observe(0, &s, t + Duration::from_secs(9), d),
+            o.observe(
+                0,
+                &s,
+                t + Duration::from_secs(9),
+                t + Duration::from_secs(9),
+                d
+            ),
             Verdict::CleanExit
         );
     }

@@ -81,8 +81,9 @@ impl Host {
             return Ok(HolderState::Present);
         };
         let rslot = u32::from(r.slot);
-        let recoverer_gone = if rslot >= self.sh.vol.header.max_hosts {
-            // Recovered by a process that had not joined: judge by silence.
+        let recoverer_gone = if rslot == slot || rslot >= self.sh.vol.header.max_hosts {
+            // A joining process claiming this slot by recovery: it does not
+            // beat until LIVE, so judge by the slot's silence.
             let silent = lock(&self.sh.observer).silent_for(slot, self.sh.clock.now());
             silent >= self.sh.min_dead()
         } else {
@@ -150,6 +151,7 @@ impl Host {
                         resource,
                         mode: next.mode,
                         lock_gen: next.lock_gen,
+                        transferring: false,
                     };
                     let mut map = lock(&self.sh.held);
                     if want == LockMode::Free {
@@ -300,6 +302,7 @@ impl Host {
                     addr,
                     HeldLock {
                         lock_gen: next.lock_gen,
+                        transferring: true,
                         ..held
                     },
                 );
@@ -355,6 +358,7 @@ impl Host {
                         resource: if accept { resource } else { cur.resource },
                         mode: LockMode::Exclusive,
                         lock_gen: next.lock_gen,
+                        transferring: false,
                     },
                 );
                 Ok(true)

@@ -3,11 +3,12 @@
 //! plus read-compare-write-fdatasync: atomic among the processes of ONE
 //! machine only (see `docs/devices.md`).
 
+use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, Once};
+use std::sync::{Arc, Mutex, Once, RwLock};
 
 use super::engine::{Engine, PreadEngine};
 use super::sys;
@@ -39,9 +40,15 @@ pub struct FileDev {
     is_block_device: bool,
     read_only: bool,
     engine: Arc<dyn Engine>,
-    /// Serialises compare-and-writes of this process: the OFD lock only
-    /// excludes other open file descriptions.
-    cas_mutex: Mutex<()>,
+    /// In-process side of the range locks. OFD locks belong to the open
+    /// file description, so requests from threads sharing it merge instead
+    /// of excluding each other (a shared request would silently downgrade a
+    /// compare-and-write's exclusive lock, and one unlock drops everyone's).
+    /// Compare-and-writes hold this for writing; fenced writes for reading.
+    range_rw: RwLock<()>,
+    /// Fenced writes in flight per slot offset: only the first takes the
+    /// shared OFD lock and only the last releases it.
+    shared_holders: Mutex<HashMap<u64, (usize, Option<sys::OfdRangeLock>)>>,
 }
 
 static URING_WARNING: Once = Once::new();
@@ -114,7 +121,8 @@ impl FileDev {
             is_block_device,
             read_only: opts.read_only,
             engine: pick_engine(opts.no_uring),
-            cas_mutex: Mutex::new(()),
+            range_rw: RwLock::new(()),
+            shared_holders: Mutex::new(HashMap::new()),
         })
     }
 
@@ -153,6 +161,37 @@ impl FileDev {
             ));
         }
         Ok(())
+    }
+
+    fn enter_shared(&self, addr: u64) -> std::io::Result<()> {
+        let mut map = self
+            .shared_holders
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let e = map.entry(addr).or_insert((0, None));
+        if e.0 == 0 {
+            e.1 = Some(sys::OfdRangeLock::acquire_shared(
+                self.file.as_raw_fd(),
+                addr,
+                512,
+            )?);
+        }
+        e.0 += 1;
+        Ok(())
+    }
+
+    fn leave_shared(&self, addr: u64) {
+        let mut map = self
+            .shared_holders
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some(e) = map.get_mut(&addr) {
+            e.0 -= 1;
+            if e.0 == 0 {
+                // Dropping the guard releases the shared OFD lock.
+                map.remove(&addr);
+            }
+        }
     }
 
     fn write_zero_buffers(&self, offset: u64, len: u64) -> Result<(), DevError> {
@@ -307,7 +346,7 @@ impl BlockDev for FileDev {
         self.check_writable(DevOp::CompareAndWrite, offset, len)?;
         let fd = self.file.as_raw_fd();
         let err = |e| self.io_err(DevOp::CompareAndWrite, offset, len, e);
-        let _in_process = self.cas_mutex.lock().unwrap_or_else(|e| e.into_inner());
+        let _in_process = self.range_rw.write().unwrap_or_else(|e| e.into_inner());
         let _range = sys::OfdRangeLock::acquire(fd, offset, len).map_err(err)?;
         let mut current = vec![0u8; new.len()];
         self.engine
@@ -336,15 +375,20 @@ impl BlockDev for FileDev {
         let fd = self.file.as_raw_fd();
         let err = |e| self.io_err(DevOp::Read, fence.slot_addr, 512, e);
         check_io(self, DevOp::Read, fence.slot_addr, 512)?;
-        let _shared = sys::OfdRangeLock::acquire_shared(fd, fence.slot_addr, 512).map_err(err)?;
-        let mut sector = [0u8; 512];
-        self.engine
-            .read_exact_at(fd, &mut sector, fence.slot_addr)
-            .map_err(err)?;
-        if !fence.admits(&sector) {
-            return Err(fence.refused(&self.name));
-        }
-        apply_op(self, op, offset)
+        let _in_process = self.range_rw.read().unwrap_or_else(|e| e.into_inner());
+        self.enter_shared(fence.slot_addr).map_err(err)?;
+        let result = (|| {
+            let mut sector = [0u8; 512];
+            self.engine
+                .read_exact_at(fd, &mut sector, fence.slot_addr)
+                .map_err(err)?;
+            if !fence.admits(&sector) {
+                return Err(fence.refused(&self.name));
+            }
+            apply_op(self, op, offset)
+        })();
+        self.leave_shared(fence.slot_addr);
+        result
     }
 }
 

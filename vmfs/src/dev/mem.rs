@@ -27,6 +27,20 @@ impl MemDev {
         }
     }
 
+    /// A device holding `bytes` (length a multiple of `block_size`).
+    pub fn from_bytes(bytes: Vec<u8>, block_size: u32) -> Self {
+        assert_eq!(
+            bytes.len() % block_size as usize,
+            0,
+            "MemDev size must be whole blocks"
+        );
+        MemDev {
+            name: format!("mem:{}", bytes.len()),
+            block_size,
+            data: Mutex::new(bytes),
+        }
+    }
+
     /// A copy of the whole device contents (for test assertions).
     pub fn snapshot(&self) -> Vec<u8> {
         self.lock().clone()

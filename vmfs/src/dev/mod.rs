@@ -141,9 +141,13 @@ impl FenceToken {
     /// Does the heartbeat slot image `sector` still admit this host's writes?
     pub fn admits(&self, sector: &[u8]) -> bool {
         match crate::format::HeartbeatSlot::decode(sector, self.slot_addr) {
+            // LIVE, or RECOVERING by this very process (a host that claims a
+            // dead slot replays its journal before going LIVE in it).
             Ok(s) => {
-                s.state == crate::format::SlotState::Live
-                    && s.hb_gen == self.hb_gen
+                matches!(
+                    s.state,
+                    crate::format::SlotState::Live | crate::format::SlotState::Recovering
+                ) && s.hb_gen == self.hb_gen
                     && s.mount_nonce == self.mount_nonce
             }
             Err(_) => false,

@@ -80,6 +80,7 @@ pub fn fdatasync(fd: RawFd) -> io::Result<()> {
 /// the open file description, so they exclude other processes (and other
 /// descriptions in this process) but not threads sharing this description:
 /// callers pair it with an in-process mutex.
+#[derive(Debug)]
 pub struct OfdRangeLock {
     fd: RawFd,
     offset: u64,

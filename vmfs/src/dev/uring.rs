@@ -49,14 +49,24 @@ unsafe fn submit_one(entry: io_uring::squeue::Entry) -> Option<io::Result<u32>> 
         if unsafe { ring.submission().push(&entry) }.is_err() {
             return Some(Err(io::Error::other("io_uring submission queue full")));
         }
-        loop {
-            match ring.submit_and_wait(1) {
-                Ok(_) => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Some(Err(e)),
+        // Wait until the completion is really there: submit_and_wait can
+        // return after submitting but before completing (a signal), and the
+        // buffer must stay borrowed until the kernel is done with it.
+        let cqe = loop {
+            if let Some(c) = ring.completion().next() {
+                break c;
             }
-        }
-        let cqe = ring.completion().next()?;
+            match ring.submit_and_wait(1) {
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                // The entry is queued or in flight: we cannot return and
+                // release the buffer, so keep waiting for it.
+                Err(e) => {
+                    tracing::error!("io_uring wait failed ({e}); still waiting for the completion");
+                    std::thread::sleep(std::time::Duration::from_millis(1));
+                }
+            }
+        };
         let res = cqe.result();
         Some(if res < 0 {
             Err(io::Error::from_raw_os_error(-res))

@@ -100,7 +100,10 @@ impl ClusterHeader {
             return None;
         }
         let n = self.resource_count;
-        (0..n).map(|k| (from + k) % n).find(|&i| !self.is_set(i))
+        let from = from % n;
+        (0..n)
+            .map(|k| ((u64::from(from) + u64::from(k)) % u64::from(n)) as u32)
+            .find(|&i| !self.is_set(i))
     }
 
     /// Encode to the 3584-byte header block.

@@ -146,6 +146,13 @@ impl Header {
         }
         verify(b, KIND, HEADER_MAGIC, addr)?;
         let version = get_u32(b, 16);
+        if get_u32(b, 20) != 0 {
+            return Err(bad(
+                addr,
+                "flags",
+                format!("unknown flags {:#x}", get_u32(b, 20)),
+            ));
+        }
         if version != FORMAT_VERSION {
             return Err(bad(
                 addr,

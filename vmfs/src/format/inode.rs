@@ -211,8 +211,28 @@ impl Inode {
                 "inline bytes without the INLINE flag".into(),
             ));
         }
-        for &a in self.direct.iter().chain([&self.indirect, &self.double]) {
-            super::addr::BlockAddr::decode(a).map_err(|why| bad(self.addr, "block map", why))?;
+        use super::addr::{BlockAddr, ResourceKind};
+        for (i, &a) in self.direct.iter().enumerate() {
+            if let Some(b) = BlockAddr::decode(a).map_err(|why| bad(self.addr, "block map", why))? {
+                if b.kind == ResourceKind::PointerBlock {
+                    return Err(bad(
+                        self.addr,
+                        "direct",
+                        format!("direct[{i}] names a pointer block"),
+                    ));
+                }
+            }
+        }
+        for (field, a) in [("indirect", self.indirect), ("double", self.double)] {
+            if let Some(b) = BlockAddr::decode(a).map_err(|why| bad(self.addr, "block map", why))? {
+                if b.kind != ResourceKind::PointerBlock {
+                    return Err(bad(
+                        self.addr,
+                        field,
+                        "does not name a pointer block".into(),
+                    ));
+                }
+            }
         }
         Ok(())
     }

@@ -6,7 +6,7 @@
 use rand::RngCore;
 
 use super::plan::{plan, MkfsOptions, PlanError};
-use super::{read_header, Volume};
+use super::read_header;
 use crate::dev::{DevError, SharedDev};
 use crate::format::cluster::ClusterHeader;
 use crate::format::header::{Header, HEADER_LEN, META_BLOCK};
@@ -49,12 +49,16 @@ pub fn mkfs(dev: &SharedDev, opts: &MkfsOptions, force: bool) -> Result<Header, 
     let h = plan(dev.size(), opts, uuid, now)?;
 
     if !force {
-        if let Ok(old) = Volume::open(dev.clone()) {
-            return Err(MkfsError::AlreadyFormatted {
-                device: dev.name().to_string(),
-                label: old.header.label.clone(),
-                uuid: old.header.uuid_string(),
-            });
+        // Refuse if either header copy checks, whatever else is wrong.
+        let backup = (dev.size() / (1 << 20) * (1 << 20)).checked_sub(HEADER_LEN as u64);
+        for addr in std::iter::once(0).chain(backup) {
+            if let Ok(old) = read_header(dev, addr)? {
+                return Err(MkfsError::AlreadyFormatted {
+                    device: dev.name().to_string(),
+                    label: old.label.clone(),
+                    uuid: old.uuid_string(),
+                });
+            }
         }
     }
     // Invalidate old headers (primary, and any backup where a volume of
