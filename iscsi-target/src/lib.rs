@@ -5,6 +5,7 @@
 pub mod chap;
 pub mod config;
 pub mod conn;
+pub mod initiator;
 pub mod login;
 pub mod params;
 pub mod pdu;

@@ -453,6 +453,7 @@ mod tests {
             })
         );
         c[0] = opcode::WRITE6;
+        c[5] = 0;
         c[4] = 0;
         assert!(matches!(
             decode(&c).unwrap(),

@@ -55,11 +55,14 @@ pub(crate) fn write(lun: &Lun, r: &Rw, data: &[u8], out_len: &mut Option<u32>) -
     if r.blocks > MAX_TRANSFER_BLOCKS {
         return Err(Sense::invalid_cdb(7, None).into());
     }
-    need_data(data, need as usize)?;
+    // iSCSI EDTL below the SCSI transfer length: write only the whole
+    // blocks that arrived (the transport reports the overflow residual).
+    let blocks = (r.blocks as u64).min(data.len() as u64 / bs);
+    let need = blocks * bs;
     if need == 0 {
         return Ok(Vec::new());
     }
-    let _g = lun.range.lock(r.lba, r.blocks as u64, true);
+    let _g = lun.range.lock(r.lba, blocks, true);
     lun.backing
         .write_at(&data[..need as usize], r.lba * bs)
         .map_err(medium_write_error)?;
