@@ -13,7 +13,7 @@ use crate::scsi::{self, Request, Response, Sense};
 use crate::server::{Session, TaskEntry};
 
 /// Largest data-out we buffer for one command.
-pub const MAX_DATA_OUT: u32 = 16 * 1024 * 1024;
+pub const MAX_DATA_OUT: u32 = 32 * 1024 * 1024 + 4096;
 
 /// A write command still receiving data.
 pub struct WriteState {

@@ -8,10 +8,10 @@ pub const PRODUCT: &[u8; 16] = b"iscsi-target    ";
 pub const REVISION: &[u8; 4] = b"0001";
 
 /// Largest transfer per command, in blocks (VPD B0).
-pub const MAX_TRANSFER_BLOCKS: u32 = 16384;
+pub const MAX_TRANSFER_BLOCKS: u32 = 65536;
 /// Largest COMPARE AND WRITE, in blocks.
 pub const MAX_CAW_BLOCKS: u8 = 255;
-pub const MAX_UNMAP_BLOCKS: u32 = 4 * 1024 * 1024;
+pub const MAX_UNMAP_BLOCKS: u32 = 1024 * 1024;
 pub const MAX_UNMAP_DESCRIPTORS: u32 = 256;
 pub const MAX_WRITE_SAME_BLOCKS: u64 = 1 << 20;
 /// Unmap granularity in blocks (file-system pages).

@@ -138,10 +138,14 @@ pub(crate) fn compare_and_write(
         return Err(Sense::invalid_cdb(13, None).into());
     }
     lun.check_lba(r.lba, r.blocks as u64)?;
-    need_data(data, 2 * len as usize)?;
     if r.blocks == 0 {
+        // Zero blocks transfer nothing; data sent anyway means a bad CDB.
+        if !data.is_empty() {
+            return Err(Sense::invalid_cdb(13, None).into());
+        }
         return Ok(Vec::new());
     }
+    need_data(data, 2 * len as usize)?;
     let (expected, new) = data[..2 * len as usize].split_at(len as usize);
     let _g = lun.range.lock(r.lba, r.blocks as u64, true);
     let mut cur = vec![0u8; len as usize];
