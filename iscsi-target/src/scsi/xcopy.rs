@@ -138,7 +138,7 @@ pub(crate) fn extended_copy(lun: &Lun, len: u32, data: &[u8]) -> CmdResult {
         let src_lba = u64::from_be_bytes(s[12..20].try_into().expect("8"));
         let dst_lba = u64::from_be_bytes(s[20..28].try_into().expect("8"));
         let (Some(st), Some(dt)) = (targets.get(src), targets.get(dst)) else {
-            return Err(Sense::invalid_param(16 + cscd_len as u16 + 4, None).into());
+            return Err(copy_aborted(asc::COPY_TARGET_DEVICE_NOT_REACHABLE));
         };
         let same = |d: &[u8]| naa(lun)[..] == d[..d.len().min(16)];
         let src_lun = if same(&st.0) {
@@ -165,7 +165,7 @@ pub(crate) fn extended_copy(lun: &Lun, len: u32, data: &[u8]) -> CmdResult {
             }
         }
         if src_l.check_lba(src_lba, blocks).is_err() || dst_l.check_lba(dst_lba, blocks).is_err() {
-            return Err(copy_aborted(asc::LBA_OUT_OF_RANGE));
+            return Err(copy_aborted(asc::NO_ADDITIONAL));
         }
         dst_l.check_writable()?;
         copy_blocks(src_l, src_lba, dst_l, dst_lba, blocks)?;
@@ -210,8 +210,9 @@ pub(crate) fn receive_copy_results(
 ) -> CmdResult {
     match action {
         0x00 => {
-            let st = lun.lock_state();
-            let Some(&(status, segs, count)) = st.copy.done.get(&list_id) else {
+            // Results of a completed LID1 copy are reported once, then discarded.
+            let mut st = lun.lock_state();
+            let Some((status, segs, count)) = st.copy.done.remove(&list_id) else {
                 return Err(Sense::invalid_cdb(2, None).into());
             };
             let mut v = vec![0u8; 12];
