@@ -43,6 +43,12 @@ impl std::fmt::Debug for CowdExtent {
 
 impl CowdExtent {
     /// Write an empty COWD extent into the (new, empty) file `io`.
+    ///
+    /// Every grain table gets its place right after the directory (the
+    /// file is sized over them but they are not written: on a sparse file
+    /// they stay holes until used). qemu needs this: it allocates grains
+    /// but never grain tables, and writes to offset 0 of the extent when a
+    /// directory entry is empty.
     pub fn create(
         name: &str,
         io: Box<dyn ExtentIo>,
@@ -63,6 +69,12 @@ impl CowdExtent {
         let gd_entries = header::gd_entries_for(capacity_sectors, grain_sectors);
         let gd_sectors = (gd_entries * 4).div_ceil(512);
         let data_start = HEADER_SECTORS + gd_sectors;
+        if data_start + gd_entries * GT_SECTORS > u32::MAX as u64 {
+            return Err(VmdkError::unsupported(
+                name,
+                "grain tables would pass the 2 TiB that COWD sector numbers address",
+            ));
+        }
         let g = geometry.unwrap_or(Geometry {
             cylinders: 0,
             heads: 0,
@@ -83,7 +95,7 @@ impl CowdExtent {
             saved_generation: 0,
             unclean_shutdown: 0,
         };
-        let ext = CowdExtent {
+        let mut ext = CowdExtent {
             name: name.to_string(),
             io,
             header,
@@ -92,13 +104,7 @@ impl CowdExtent {
             next_free: data_start,
             writable: true,
         };
-        ext.set_size(data_start * 512)?;
-        ext.write(
-            &vec![0u8; (gd_sectors * 512) as usize],
-            HEADER_SECTORS * 512,
-        )?;
-        ext.write_header()?;
-        ext.sync()?;
+        ext.lay_out_empty_tables()?;
         Ok(ext)
     }
 
@@ -332,20 +338,31 @@ impl CowdExtent {
     }
 
     /// Forget every grain: the delta reads entirely through to its parent
-    /// again. The file shrinks to header and directory.
+    /// again. The file shrinks back to header, directory and (hole) tables.
     pub fn reset(&mut self) -> Result<()> {
         self.check_writable()?;
-        let gd_bytes = (self.data_start - self.header.gd_offset as u64) * 512;
-        self.write(
-            &vec![0u8; gd_bytes as usize],
-            self.header.gd_offset as u64 * 512,
-        )?;
-        self.gd.iter_mut().for_each(|e| *e = 0);
-        self.next_free = self.data_start;
-        self.header.free_sector = self.data_start as u32;
-        self.write_header()?;
-        self.sync()?;
+        self.lay_out_empty_tables()
+    }
+
+    /// Directory entry i → table at `data_start + 32 i`; tables zero (as
+    /// holes); nothing after them; header's freeSector just past them.
+    fn lay_out_empty_tables(&mut self) -> Result<()> {
+        let tables = self.gd.len() as u64 * GT_SECTORS;
+        let first_free = self.data_start + tables;
+        for (i, e) in self.gd.iter_mut().enumerate() {
+            *e = (self.data_start + i as u64 * GT_SECTORS) as u32;
+        }
+        let gd_pos = self.header.gd_offset as u64 * 512;
+        let mut raw = vec![0u8; ((self.data_start - self.header.gd_offset as u64) * 512) as usize];
+        for (i, gt) in self.gd.iter().enumerate() {
+            raw[i * 4..i * 4 + 4].copy_from_slice(&gt.to_le_bytes());
+        }
         self.set_size(self.data_start * 512)?;
+        self.set_size(first_free * 512)?;
+        self.write(&raw, gd_pos)?;
+        self.next_free = first_free;
+        self.header.free_sector = first_free as u32;
+        self.write_header()?;
         self.sync()
     }
 

@@ -267,7 +267,11 @@ impl Descriptor {
 
     /// Parse descriptor bytes (a file's content), rejecting non-UTF-8 text
     /// with the line where it starts.
+    /// Trailing NUL bytes are padding (qemu pads descriptors it rewrites
+    /// to 20 sectors) and are ignored.
     pub fn parse_bytes(bytes: &[u8]) -> Result<Self, DescriptorError> {
+        let end = bytes.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1);
+        let bytes = &bytes[..end];
         match std::str::from_utf8(bytes) {
             Ok(text) => parse::parse(text),
             Err(e) => Err(DescriptorError {
