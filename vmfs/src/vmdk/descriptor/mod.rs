@@ -301,3 +301,6 @@ impl Descriptor {
         self.parent_file_name_hint.is_some()
     }
 }
+
+#[cfg(test)]
+mod tests;
