@@ -461,3 +461,6 @@ fn check_grain(name: &str, grain: u32) -> Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests;
