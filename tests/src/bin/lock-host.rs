@@ -22,7 +22,9 @@ fn timeouts() -> Timeouts {
 }
 
 fn open(image: &str) -> SharedDev {
-    Arc::new(FileDev::open(image, FileDevOptions::default()).unwrap_or_else(|e| die(&e.to_string())))
+    Arc::new(
+        FileDev::open(image, FileDevOptions::default()).unwrap_or_else(|e| die(&e.to_string())),
+    )
 }
 
 fn die(msg: &str) -> ! {
@@ -79,7 +81,9 @@ fn mutex(image: &str, id: u64, seconds: u64) {
         let r = (|| -> Result<bool, ClusterError> {
             let held = match host.lock(lock, 0, LockMode::Exclusive, Duration::from_millis(300)) {
                 Ok(h) => h,
-                Err(ClusterError::Busy { .. }) | Err(ClusterError::Timeout { .. }) => return Ok(false),
+                Err(ClusterError::Busy { .. }) | Err(ClusterError::Timeout { .. }) => {
+                    return Ok(false)
+                }
                 Err(e) => return Err(e),
             };
             let dev = host.dev();
@@ -89,13 +93,18 @@ fn mutex(image: &str, id: u64, seconds: u64) {
             std::thread::sleep(Duration::from_millis(rand::random::<u64>() % 5));
             let (v2, t2) = read_counter(&dev, data)?;
             if (v2, t2) != (v + 1, tag) {
-                say(&format!("VIOLATION: wrote {} tag {tag}, found {v2} tag {t2}", v + 1));
+                say(&format!(
+                    "VIOLATION: wrote {} tag {tag}, found {v2} tag {t2}",
+                    v + 1
+                ));
             }
             host.unlock(lock)?;
             Ok(true)
         })();
         if let Err(e) = r {
-            if host.is_fenced() || matches!(e, ClusterError::Fenced(_) | ClusterError::LockLost { .. }) {
+            if host.is_fenced()
+                || matches!(e, ClusterError::Fenced(_) | ClusterError::LockLost { .. })
+            {
                 say(&format!("fenced: {e}"));
                 host.clone().abandon();
                 host = join(open(image), &format!("mutex-{id}"));
@@ -138,8 +147,10 @@ fn take(image: &str) {
     let dev = host.dev();
     let mut x = vec![0u8; 4096];
     let mut y = vec![0u8; 4096];
-    dev.read_at(&mut x, a).unwrap_or_else(|e| die(&e.to_string()));
-    dev.read_at(&mut y, b).unwrap_or_else(|e| die(&e.to_string()));
+    dev.read_at(&mut x, a)
+        .unwrap_or_else(|e| die(&e.to_string()));
+    dev.read_at(&mut y, b)
+        .unwrap_or_else(|e| die(&e.to_string()));
     let state = if x == y && x.iter().all(|&c| c == 0x77) {
         "replayed"
     } else if x == y {
@@ -177,7 +188,9 @@ fn main() {
         Some("mutex") if args.len() == 5 => mutex(
             &args[2],
             args[3].parse().unwrap_or_else(|_| die("ID is a number")),
-            args[4].parse().unwrap_or_else(|_| die("SECONDS is a number")),
+            args[4]
+                .parse()
+                .unwrap_or_else(|_| die("SECONDS is a number")),
         ),
         Some("commit-and-hang") if args.len() == 3 => commit_and_hang(&args[2]),
         Some("take") if args.len() == 3 => take(&args[2]),

@@ -321,3 +321,64 @@ fn joining_waits_out_a_dead_slot_when_none_is_free_then_recovers_it() {
     );
     assert_eq!(b.slot(), 0);
 }
+
+#[test]
+fn a_host_that_loses_its_device_fences_itself_within_f_and_never_writes_again() {
+    use crate::dev::{FaultDev, FenceToken};
+    let mem: SharedDev = Arc::new(MemDev::new(256 << 20, 512));
+    let t = Timeouts::scaled(1.0 / 30.0);
+    mkfs(
+        &mem,
+        &MkfsOptions {
+            label: "t".into(),
+            max_hosts: 4,
+            journal_size: 1 << 20,
+            timeouts: t.to_minimums(),
+            ..Default::default()
+        },
+        false,
+    )
+    .unwrap();
+    let fault = Arc::new(FaultDev::new(mem.clone(), 7));
+    let a = Host::join(Volume::open(fault.clone()).unwrap(), HostConfig::new("a")).unwrap();
+    a.start();
+    let (tx, rx) = std::sync::mpsc::channel();
+    a.subscribe(tx);
+    std::thread::sleep(t.heartbeat * 2);
+    let token: FenceToken = a.sh.token;
+    let l = Volume::open(mem.clone())
+        .unwrap()
+        .cluster_lock_addr(ResourceKind::FileBlock, 0);
+    a.try_lock(l, 0, LockMode::Exclusive).unwrap().unwrap();
+    let lost = std::time::Instant::now();
+    fault.fail_all(true);
+    let ev = rx.recv_timeout(t.self_fence * 2).expect("fence event");
+    let took = lost.elapsed();
+    assert!(matches!(ev, HostEvent::Fenced(_)), "{ev:?}");
+    // Fenced within F of the last landed beat, which is at most H before the loss.
+    assert!(
+        took <= t.self_fence + t.heartbeat / 2,
+        "fenced after {took:?}"
+    );
+    // The device comes back: the old incarnation still cannot write.
+    fault.clear_faults();
+    assert!(a.dev().write_at(&[1u8; 512], 200 << 20).is_err());
+    // Once another host has recovered its slot, even a raw fenced write
+    // under the old generation is refused by the device.
+    let b = Host::join(Volume::open(mem.clone()).unwrap(), HostConfig::new("b")).unwrap();
+    b.start();
+    // B breaks A's lock once A's slot has been silent for D: recovery
+    // takes A's slot over first.
+    b.lock(l, 0, LockMode::Exclusive, t.dead_after * 3)
+        .expect("B takes A's lock");
+    let mut buf = [0u8; 512];
+    mem.read_at(&mut buf, token.slot_addr).unwrap();
+    assert!(
+        !token.admits(&buf),
+        "A's slot still admits its old generation"
+    );
+    let r = mem.write_fenced(crate::dev::FencedOp::Write(&[2u8; 512]), 200 << 20, &token);
+    assert!(matches!(r, Err(crate::dev::DevError::Fenced { .. })));
+    a.abandon();
+    b.leave().unwrap();
+}
