@@ -1,7 +1,9 @@
 //! `vmfs`: the datastore's command-line tool.
 
 mod device;
+mod hosts;
 mod info;
+mod locks;
 mod mkfs;
 mod units;
 
@@ -24,6 +26,10 @@ enum Command {
     Mkfs(mkfs::MkfsArgs),
     /// Show a volume's header, capacity, free space and layout (read-only, no locks).
     Info(info::InfoArgs),
+    /// List the hosts on a volume (heartbeat slots) with a live/silent verdict.
+    Hosts(hosts::HostsArgs),
+    /// List every held lock: mode, holders, generation (read-only).
+    Locks(locks::LocksArgs),
 }
 
 fn main() {
@@ -38,6 +44,8 @@ fn main() {
     let result = match &cli.command {
         Command::Mkfs(a) => mkfs::run(a),
         Command::Info(a) => info::run(a),
+        Command::Hosts(a) => hosts::run(a),
+        Command::Locks(a) => locks::run(a),
     };
     if let Err(e) = result {
         eprintln!("vmfs: {e}");
