@@ -6,6 +6,7 @@ mod info;
 mod locks;
 mod mkfs;
 mod units;
+mod up;
 
 use clap::{Parser, Subcommand};
 
@@ -22,6 +23,8 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Run the datastore on a default local image (./vmfs-data), until Ctrl-C.
+    Up(up::UpArgs),
     /// Format a device or image file as a vmfs volume.
     Mkfs(mkfs::MkfsArgs),
     /// Show a volume's header, capacity, free space and layout (read-only, no locks).
@@ -42,6 +45,7 @@ fn main() {
         .init();
     let cli = Cli::parse();
     let result = match &cli.command {
+        Command::Up(a) => up::run(a),
         Command::Mkfs(a) => mkfs::run(a),
         Command::Info(a) => info::run(a),
         Command::Hosts(a) => hosts::run(a),
