@@ -9,8 +9,6 @@ use crate::stats::Summary;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub enum Better {
     Higher,
-    // Latency and duration suites (takeover time, fsck time) use it.
-    #[allow(dead_code)]
     Lower,
 }
 

@@ -38,7 +38,10 @@ fn run_once(dir: &std::path::Path) -> String {
 fn up_creates_joins_leaves_and_resumes() {
     let dir = tempfile::tempdir().unwrap();
     let first = run_once(dir.path());
-    assert!(first.contains("created") && first.contains("'datastore1'"), "{first}");
+    assert!(
+        first.contains("created") && first.contains("'datastore1'"),
+        "{first}"
+    );
     assert!(first.contains("host slot 0 (hb_gen 1)"), "{first}");
     assert!(first.contains("left cleanly"), "{first}");
     let second = run_once(dir.path());

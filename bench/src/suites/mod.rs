@@ -1,5 +1,6 @@
 //! The benchmark suites. Each issue adds its suite here.
 
+pub mod locks;
 pub mod raw;
 
 use crate::harness::Row;
@@ -18,5 +19,10 @@ pub fn all() -> Vec<Suite> {
         name: "raw",
         about: "fio on the raw backing file: the physical limit of this machine",
         run: raw::run,
+    },
+    Suite {
+        name: "locks",
+        about: "lock acquire+release rate vs raw CAS, heartbeat I/O per beat with 10,000 locks held, takeover time",
+        run: locks::run,
     }]
 }

@@ -40,7 +40,10 @@ fn host_uuid(dir: &std::path::Path) -> Result<[u8; 16], String> {
             }
             return Ok(id);
         }
-        return Err(format!("{}: not a host id (32 hex digits expected)", path.display()));
+        return Err(format!(
+            "{}: not a host id (32 hex digits expected)",
+            path.display()
+        ));
     }
     let id: [u8; 16] = rand::random();
     std::fs::write(&path, vmfs::format::header::uuid_string(&id) + "\n")
@@ -73,7 +76,10 @@ pub fn run(a: &UpArgs) -> Result<(), String> {
     let set = block_signals();
     std::fs::create_dir_all(&a.dir).map_err(|e| format!("{}: {e}", a.dir.display()))?;
     let img = a.dir.join("datastore.img");
-    let img_s = img.to_str().ok_or("data directory path is not UTF-8")?.to_string();
+    let img_s = img
+        .to_str()
+        .ok_or("data directory path is not UTF-8")?
+        .to_string();
     let fresh = !img.exists();
     let dev = open_device(&img_s, fresh.then_some(a.size), false)?;
     if fresh {
@@ -85,20 +91,42 @@ pub fn run(a: &UpArgs) -> Result<(), String> {
             let _ = std::fs::remove_file(&img);
             e.to_string()
         })?;
-        println!("created {} ({}), volume '{}' {}", img.display(), human(h.volume_size), h.label, h.uuid_string());
+        println!(
+            "created {} ({}), volume '{}' {}",
+            img.display(),
+            human(h.volume_size),
+            h.label,
+            h.uuid_string()
+        );
     }
     let vol = Volume::open(dev).map_err(|e| e.to_string())?;
     let mut cfg = HostConfig::new(&a.host_name.clone().unwrap_or_else(machine_name));
     cfg.host_uuid = host_uuid(&a.dir)?;
-    println!("joining volume '{}' (waits up to D if this host's previous run died)…", vol.header.label);
+    println!(
+        "joining volume '{}' (waits up to D if this host's previous run died)…",
+        vol.header.label
+    );
     let host = Host::join(vol, cfg).map_err(|e| e.to_string())?;
     let (tx, rx) = std::sync::mpsc::channel();
     host.subscribe(tx);
     host.start();
     let space = host.volume().space().map_err(|e| e.to_string())?;
-    println!("vmfs up: volume '{}' on {}", host.volume().header.label, img.display());
-    println!("  host slot {} (hb_gen {}), heartbeat every {:?}", host.slot(), host.holder().hb_gen, host.timeouts().heartbeat);
-    println!("  capacity {}, free {}", human(host.volume().header.volume_size), human(space.free_bytes()));
+    println!(
+        "vmfs up: volume '{}' on {}",
+        host.volume().header.label,
+        img.display()
+    );
+    println!(
+        "  host slot {} (hb_gen {}), heartbeat every {:?}",
+        host.slot(),
+        host.holder().hb_gen,
+        host.timeouts().heartbeat
+    );
+    println!(
+        "  capacity {}, free {}",
+        human(host.volume().header.volume_size),
+        human(space.free_bytes())
+    );
     println!("  inspect:  vmfs info {img_s}   vmfs hosts {img_s}   vmfs locks {img_s}");
     println!("  not served yet by this build: FUSE mount, iSCSI export, NFS export (see README)");
     println!("  Ctrl-C to leave cleanly");
