@@ -9,4 +9,5 @@
 pub mod cluster;
 pub mod dev;
 pub mod format;
+pub mod fs;
 pub mod volume;
