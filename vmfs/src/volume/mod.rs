@@ -5,7 +5,7 @@ mod mkfs;
 mod plan;
 mod space;
 
-pub use mkfs::{mkfs, MkfsError};
+pub use mkfs::{cluster_lock_resource, mkfs, MkfsError};
 pub use plan::{minimum_size, plan, MkfsOptions, PlanError, MAX_VOLUME, ROOT_INO};
 pub use space::{KindSpace, SpaceReport};
 

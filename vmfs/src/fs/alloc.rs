@@ -1,0 +1,295 @@
+//! Resource allocation inside resource clusters. A host takes a cluster's
+//! lock record EXCLUSIVE, keeps it (and the decoded bitmap) while it
+//! allocates from it, and releases it when idle. Bitmap changes reach the
+//! disk only through the journal, as part of the [`Change`] that uses the
+//! resources. A host starts at a *home* cluster derived from its heartbeat
+//! slot, so hosts rarely contend for one cluster.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use crate::cluster::{HeldLock, Host, HostDev};
+use crate::dev::BlockDev;
+use crate::format::cluster::ClusterHeader;
+use crate::format::header::META_BLOCK;
+use crate::format::{LockMode, ResourceKind, SECTOR};
+use crate::volume::{cluster_lock_resource, Volume};
+
+use super::change::Change;
+use super::error::{FsError, FsResult};
+
+/// Clusters read per unlocked peek when looking for free space.
+const PEEK_BATCH: u32 = 64;
+
+#[derive(Debug)]
+struct HeldCluster {
+    lock: HeldLock,
+    header: ClusterHeader,
+    last_used: Instant,
+}
+
+/// Per-host allocator state.
+#[derive(Debug)]
+pub struct Allocator {
+    host: Host,
+    dev: HostDev,
+    vol: Volume,
+    held: HashMap<(ResourceKind, u32), HeldCluster>,
+    /// Next cluster to try, per kind.
+    cursor: [u32; 4],
+    /// How long to wait for a cluster another host holds when freeing into it.
+    wait: Duration,
+}
+
+impl Allocator {
+    pub fn new(host: Host) -> Allocator {
+        let vol = host.volume().clone();
+        let slot = u64::from(host.slot());
+        let hosts = u64::from(vol.header.max_hosts.max(1));
+        let mut cursor = [0u32; 4];
+        for kind in ResourceKind::ALL {
+            let n = u64::from(vol.header.region(kind).clusters);
+            cursor[kind.index()] = (slot * n / hosts) as u32;
+        }
+        let t = host.timeouts();
+        Allocator {
+            dev: host.dev(),
+            wait: t.dead_after + t.io_timeout,
+            host,
+            vol,
+            held: HashMap::new(),
+            cursor,
+        }
+    }
+
+    fn lock_addr(&self, kind: ResourceKind, c: u32) -> u64 {
+        self.vol.cluster_lock_addr(kind, c)
+    }
+
+    fn read_header(&self, kind: ResourceKind, c: u32) -> FsResult<ClusterHeader> {
+        let addr = self.vol.cluster_header_addr(kind, c);
+        let mut b = vec![0u8; META_BLOCK as usize - SECTOR];
+        self.dev.read_at(&mut b, addr)?;
+        let h = ClusterHeader::decode(&b, addr)?;
+        if h.kind != kind || h.cluster != c {
+            return Err(FsError::Corrupt {
+                ino: 0,
+                why: format!(
+                    "cluster header at {addr} says {} cluster {}, expected {} cluster {c}",
+                    h.kind.name(),
+                    h.cluster,
+                    kind.name()
+                ),
+            });
+        }
+        Ok(h)
+    }
+
+    /// Take cluster `c` EXCLUSIVE (waiting up to `wait` if `block`) and
+    /// cache its header. `Ok(false)`: busy.
+    fn take(&mut self, kind: ResourceKind, c: u32, block: bool) -> FsResult<bool> {
+        if self.held.contains_key(&(kind, c)) {
+            return Ok(true);
+        }
+        let addr = self.lock_addr(kind, c);
+        let res = cluster_lock_resource(kind, c);
+        let lock = if block {
+            match self.host.lock(addr, res, LockMode::Exclusive, self.wait) {
+                Ok(l) => l,
+                Err(crate::cluster::ClusterError::Busy { .. }) => return Ok(false),
+                Err(e) => return Err(e.into()),
+            }
+        } else {
+            match self.host.try_lock(addr, res, LockMode::Exclusive)? {
+                Some(l) => l,
+                None => return Ok(false),
+            }
+        };
+        let header = match self.read_header(kind, c) {
+            Ok(h) => h,
+            Err(e) => {
+                let _ = self.host.unlock(addr);
+                return Err(e);
+            }
+        };
+        self.held.insert(
+            (kind, c),
+            HeldCluster {
+                lock,
+                header,
+                last_used: Instant::now(),
+            },
+        );
+        Ok(true)
+    }
+
+    /// Find a cluster of `kind` with free resources and hold it.
+    fn acquire_free(&mut self, kind: ResourceKind) -> FsResult<u32> {
+        let n = self.vol.header.region(kind).clusters;
+        let start = self.cursor[kind.index()] % n.max(1);
+        let mut busy = Vec::new();
+        let mut step = 0u32;
+        while step < n {
+            let first = (start + step) % n;
+            let batch = PEEK_BATCH.min(n - first).min(n - step);
+            let mut buf = vec![0u8; (batch as u64 * META_BLOCK) as usize];
+            self.dev.read_at(&mut buf, self.lock_addr(kind, first))?;
+            for i in 0..batch {
+                let c = first + i;
+                if self.held.contains_key(&(kind, c)) {
+                    continue;
+                }
+                let o = (i as u64 * META_BLOCK) as usize;
+                let addr = self.vol.cluster_header_addr(kind, c);
+                let free = ClusterHeader::decode(&buf[o + SECTOR..o + META_BLOCK as usize], addr)
+                    .map(|h| h.free_count())
+                    .unwrap_or(0);
+                if free == 0 {
+                    continue;
+                }
+                match self.take(kind, c, false) {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        busy.push(c);
+                        continue;
+                    }
+                    // A damaged lock record or header: never allocate from it.
+                    Err(FsError::Format(_)) | Err(FsError::Corrupt { .. }) => continue,
+                    Err(e) => return Err(e),
+                }
+                if self.held[&(kind, c)].header.free_count() > 0 {
+                    self.cursor[kind.index()] = c;
+                    return Ok(c);
+                }
+            }
+            step += batch;
+        }
+        // Everything with free space is held by other hosts: wait for one.
+        for c in busy {
+            if self.take(kind, c, true)? && self.held[&(kind, c)].header.free_count() > 0 {
+                self.cursor[kind.index()] = c;
+                return Ok(c);
+            }
+        }
+        Err(FsError::NoSpace(format!("no free {} left", kind.name())))
+    }
+
+    /// Allocate one resource of `kind`; its bitmap change is staged in `ch`.
+    pub fn alloc(&mut self, ch: &mut Change, kind: ResourceKind) -> FsResult<u64> {
+        let cur = self.cursor[kind.index()];
+        let c = match self.held.get(&(kind, cur)) {
+            Some(h) if h.header.free_count() > 0 => cur,
+            _ => match self
+                .held
+                .iter()
+                .find(|((k, _), h)| *k == kind && h.header.free_count() > 0)
+            {
+                Some(((_, c), _)) => *c,
+                None => self.acquire_free(kind)?,
+            },
+        };
+        let h = self.held.get_mut(&(kind, c)).expect("held above");
+        let i = h.header.find_free(0).expect("free_count > 0");
+        h.header.set(i, true);
+        h.last_used = Instant::now();
+        ch.clusters.insert((kind.code(), c));
+        Ok(h.header.first_resource + u64::from(i))
+    }
+
+    /// Free resource `r` of `kind` (staged in `ch`); data blocks are
+    /// discarded on the device after the change commits.
+    pub fn free(&mut self, ch: &mut Change, kind: ResourceKind, r: u64) -> FsResult<()> {
+        let reg = *self.vol.header.region(kind);
+        if r >= reg.count {
+            return Err(FsError::Corrupt {
+                ino: 0,
+                why: format!("{} {r} is beyond the {} there are", kind.name(), reg.count),
+            });
+        }
+        let (c, i) = self.vol.cluster_of(kind, r);
+        if !self.take(kind, c, true)? {
+            return Err(FsError::Busy {
+                ino: 0,
+                why: format!("{} cluster {c} is held by another host", kind.name()),
+            });
+        }
+        let h = self.held.get_mut(&(kind, c)).expect("taken above");
+        if !h.header.set(i, false) {
+            return Err(FsError::Corrupt {
+                ino: 0,
+                why: format!("freeing {} {r}, which is already free", kind.name()),
+            });
+        }
+        h.last_used = Instant::now();
+        ch.clusters.insert((kind.code(), c));
+        if matches!(kind, ResourceKind::FileBlock | ResourceKind::SmallBlock) {
+            ch.discard.push((
+                self.vol.resource_addr(kind, r),
+                u64::from(reg.resource_size),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Add the header images of the clusters `ch` touched.
+    pub fn seal(&self, ch: &mut Change) {
+        let touched: Vec<_> = ch.clusters.iter().copied().collect();
+        for (code, c) in touched {
+            let kind = ResourceKind::from_code(code).expect("codes come from kinds");
+            let h = &self.held[&(kind, c)];
+            ch.put(h.header.addr, h.header.encode(), &h.lock);
+        }
+    }
+
+    /// A change failed before or during commit: the cached bitmaps may hold
+    /// bits that never reached the disk. Re-read them (the locks are still
+    /// ours), or let them go if that fails.
+    pub fn invalidate(&mut self, ch: &Change) {
+        for &(code, c) in &ch.clusters {
+            let kind = ResourceKind::from_code(code).expect("codes come from kinds");
+            match self.read_header(kind, c) {
+                Ok(h) => {
+                    if let Some(held) = self.held.get_mut(&(kind, c)) {
+                        held.header = h;
+                    }
+                }
+                Err(_) => {
+                    self.held.remove(&(kind, c));
+                    let _ = self.host.unlock(self.lock_addr(kind, c));
+                }
+            }
+        }
+    }
+
+    /// Release clusters unused for at least `idle`.
+    pub fn release_idle(&mut self, idle: Duration) -> FsResult<()> {
+        let now = Instant::now();
+        let old: Vec<_> = self
+            .held
+            .iter()
+            .filter(|(_, h)| now.duration_since(h.last_used) >= idle)
+            .map(|(k, _)| *k)
+            .collect();
+        let mut first = None;
+        for k in old {
+            self.held.remove(&k);
+            if let Err(e) = self.host.unlock(self.lock_addr(k.0, k.1)) {
+                first.get_or_insert(e);
+            }
+        }
+        match first {
+            Some(e) => Err(e.into()),
+            None => Ok(()),
+        }
+    }
+
+    /// Release every cluster held.
+    pub fn release_all(&mut self) -> FsResult<()> {
+        self.release_idle(Duration::ZERO)
+    }
+
+    /// Clusters currently held (for tests and metrics).
+    pub fn held_count(&self) -> usize {
+        self.held.len()
+    }
+}

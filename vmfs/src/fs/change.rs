@@ -1,0 +1,81 @@
+//! A change being staged: the block images of one journaled metadata
+//! transaction, each tagged with the lock that protects it, plus what to do
+//! once it has committed (discard freed data blocks).
+
+use std::collections::{BTreeSet, HashMap};
+
+use crate::cluster::{HeldLock, Host, Txn};
+use crate::dev::BlockDev;
+
+use super::error::FsResult;
+
+/// Staged metadata images of one transaction.
+#[derive(Debug, Default)]
+pub struct Change {
+    txn: Txn,
+    /// Block address -> index in `txn.blocks` (a later image replaces an
+    /// earlier one of the same block).
+    index: HashMap<u64, usize>,
+    /// Clusters whose bitmaps this change alters (their images are added by
+    /// the allocator when the change is committed).
+    pub(crate) clusters: BTreeSet<(u8, u32)>,
+    /// Device ranges to discard once the transaction has committed.
+    pub(crate) discard: Vec<(u64, u64)>,
+}
+
+impl Change {
+    pub fn new() -> Change {
+        Change::default()
+    }
+
+    /// Stage the new image of the block at `addr`, protected by `lock`.
+    pub fn put(&mut self, addr: u64, data: Vec<u8>, lock: &HeldLock) {
+        match self.index.get(&addr) {
+            Some(&i) => {
+                let b = &mut self.txn.blocks[i];
+                b.data = data;
+                b.lock_addr = lock.addr;
+                b.lock_gen = lock.lock_gen;
+            }
+            None => {
+                self.index.insert(addr, self.txn.blocks.len());
+                self.txn.add(addr, data, lock.addr, lock.lock_gen);
+            }
+        }
+    }
+
+    /// The staged image of the block at `addr`, if any.
+    pub fn get(&self, addr: u64) -> Option<&[u8]> {
+        self.index
+            .get(&addr)
+            .map(|&i| self.txn.blocks[i].data.as_slice())
+    }
+
+    /// Nothing staged at all.
+    pub fn is_empty(&self) -> bool {
+        self.txn.blocks.is_empty() && self.clusters.is_empty()
+    }
+
+    /// Bytes of block images staged so far (to keep a transaction within
+    /// the journal).
+    pub fn bytes(&self) -> usize {
+        self.txn.blocks.iter().map(|b| b.data.len()).sum::<usize>() + self.clusters.len() * 4096
+    }
+
+    /// Journal the staged images (commit + flush, then write in place),
+    /// then discard freed data blocks. The caller has already added the
+    /// cluster header images.
+    pub(crate) fn run(&mut self, host: &Host, dev: &dyn BlockDev) -> FsResult<()> {
+        if !self.txn.blocks.is_empty() {
+            host.run_txn(&self.txn)?;
+        }
+        for (off, len) in std::mem::take(&mut self.discard) {
+            // A failed discard only leaves stale bytes in a free block; a
+            // block is zeroed when it is next allocated.
+            if let Err(e) = dev.unmap(off, len) {
+                tracing::warn!("discard of freed block at {off} (+{len}) failed: {e}");
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,482 @@
+//! Open files: the lock an open holds (EXCLUSIVE for write, SHARED_READ
+//! for read), reads, writes, fsync, fallocate, SEEK_DATA/SEEK_HOLE,
+//! truncation and reclaiming an inode whose last link is gone.
+
+use crate::dev::BlockDev;
+use crate::format::inode::FLAG_INLINE;
+use crate::format::{LockMode, ResourceKind};
+
+use super::bmap::FileMap;
+use super::change::Change;
+use super::data;
+use super::error::{FsError, FsResult};
+use super::inode::{is_dir, now_ns};
+use super::{
+    lock_st, Falloc, Fs, Inner, Open, OpenMeta, OpenMode, SetAttr, State, FREE_BATCH, WRITE_BATCH,
+};
+
+impl Fs {
+    /// Open `ino`. For write: EXCLUSIVE, held until the last close (a
+    /// second host gets EBUSY). Read-only: SHARED_READ, or no lock at all
+    /// when another host has the file open for write (reads then follow the
+    /// on-disk block map as that host commits it).
+    pub fn open(&self, ino: u64, write: bool) -> FsResult<u64> {
+        let mut st = lock_st(&self.inner.st);
+        let inner = &*self.inner;
+        inner.ctx.check_ino(ino)?;
+        let addr = inner.ctx.lock_addr(ino);
+        let host = &inner.ctx.host;
+        if let Some(o) = st.open.get_mut(&ino) {
+            if write && o.mode != OpenMode::Exclusive {
+                match host.try_lock(addr, ino, LockMode::Exclusive)? {
+                    Some(l) if o.mode == OpenMode::Shared => {
+                        o.map.lock = Some(l);
+                        o.mode = OpenMode::Exclusive;
+                    }
+                    Some(l) => {
+                        // Was unlocked (another host's writer has gone):
+                        // start from the disk.
+                        o.map.lock = Some(l);
+                        o.map.reload(&inner.ctx)?;
+                        o.mode = OpenMode::Exclusive;
+                    }
+                    None => {
+                        return Err(FsError::Busy {
+                            ino,
+                            why: "open on another host".into(),
+                        })
+                    }
+                }
+            }
+            if write {
+                o.meta.writers += 1;
+            } else {
+                o.meta.readers += 1;
+            }
+        } else {
+            let want = if write {
+                LockMode::Exclusive
+            } else {
+                LockMode::SharedRead
+            };
+            let (lock, mode) = match host.try_lock(addr, ino, want)? {
+                Some(l) if write => (Some(l), OpenMode::Exclusive),
+                Some(_) => (None, OpenMode::Shared),
+                None if write => {
+                    return Err(FsError::Busy {
+                        ino,
+                        why: "open on another host".into(),
+                    })
+                }
+                None => (None, OpenMode::Unlocked),
+            };
+            let map = match inner.new_map(ino, lock) {
+                Ok(m) if write && is_dir(m.inode.mode) => {
+                    let _ = host.unlock(addr);
+                    return Err(FsError::IsDir(ino));
+                }
+                Ok(m) => m,
+                Err(e) => {
+                    if mode != OpenMode::Unlocked {
+                        let _ = host.unlock(addr);
+                    }
+                    return Err(e);
+                }
+            };
+            let meta = OpenMeta {
+                writers: u32::from(write),
+                readers: u32::from(!write),
+                unlinked: false,
+            };
+            st.open.insert(ino, Open { map, mode, meta });
+        }
+        let fh = st.next_fh;
+        st.next_fh += 1;
+        st.handles.insert(fh, (ino, write));
+        Ok(fh)
+    }
+
+    /// Close a handle; the last close of a file releases its lock (and
+    /// reclaims it if it was unlinked while open).
+    pub fn close(&self, fh: u64) -> FsResult<()> {
+        let mut st = lock_st(&self.inner.st);
+        let inner = &*self.inner;
+        let (ino, write) = st.handles.remove(&fh).ok_or(FsError::BadHandle(fh))?;
+        let addr = inner.ctx.lock_addr(ino);
+        let o = st.open.get_mut(&ino).expect("open file of a handle");
+        if write {
+            o.meta.writers -= 1;
+        } else {
+            o.meta.readers -= 1;
+        }
+        let left = o.meta.writers + o.meta.readers;
+        let mut first_err = None;
+        if o.mode == OpenMode::Exclusive && o.map.inode_dirty {
+            // Times changed by writes that needed no transaction of their own.
+            let mut o = st.open.remove(&ino).expect("present");
+            if let Err(e) = inner.commit(&mut st, Change::new(), &mut [&mut o.map]) {
+                first_err = Some(e);
+            }
+            st.open.insert(ino, o);
+        }
+        if left > 0 {
+            let o = st.open.get_mut(&ino).expect("present");
+            if o.meta.writers == 0 && o.mode == OpenMode::Exclusive && !o.meta.unlinked {
+                host_downgrade(inner, o, addr)?;
+            }
+            return first_err.map_or(Ok(()), Err);
+        }
+        let mut o = st.open.remove(&ino).expect("present");
+        if o.meta.unlinked {
+            let lock = match o.mode {
+                OpenMode::Exclusive => o.map.lock,
+                _ => inner.ctx.host.try_lock(addr, ino, LockMode::Exclusive)?,
+            };
+            match lock {
+                Some(l) => {
+                    o.map.lock = Some(l);
+                    if let Err(e) = inner.reclaim(&mut st, &mut o.map) {
+                        first_err.get_or_insert(e);
+                    }
+                }
+                None => {
+                    tracing::warn!("inode {ino} unlinked while open could not be reclaimed: busy")
+                }
+            }
+        }
+        if o.mode != OpenMode::Unlocked {
+            if let Err(e) = inner.ctx.host.unlock(addr) {
+                first_err.get_or_insert(e.into());
+            }
+        }
+        first_err.map_or(Ok(()), Err)
+    }
+
+    fn handle(&self, st: &State, fh: u64) -> FsResult<(u64, bool)> {
+        st.handles.get(&fh).copied().ok_or(FsError::BadHandle(fh))
+    }
+
+    /// Read up to `len` bytes at `off` (short at end of file).
+    pub fn read(&self, fh: u64, off: u64, len: usize) -> FsResult<Vec<u8>> {
+        let mut st = lock_st(&self.inner.st);
+        let inner = &*self.inner;
+        let (ino, _) = self.handle(&st, fh)?;
+        let o = st.open.get_mut(&ino).expect("open file of a handle");
+        if o.mode == OpenMode::Unlocked {
+            o.map.reload(&inner.ctx)?;
+        }
+        let size = o.map.inode.size;
+        if off >= size {
+            return Ok(Vec::new());
+        }
+        let n = (len as u64).min(size - off) as usize;
+        let mut buf = vec![0u8; n];
+        if o.map.inode.flags & FLAG_INLINE != 0 {
+            let src = &o.map.inode.inline;
+            let s = (off as usize).min(src.len());
+            let e = (s + n).min(src.len());
+            buf[..e - s].copy_from_slice(&src[s..e]);
+        } else {
+            data::read(&mut o.map, &inner.ctx, off, &mut buf)?;
+        }
+        Ok(buf)
+    }
+
+    /// Write `buf` at `off`. Returns the bytes written: short only when the
+    /// volume filled up part way (ENOSPC if nothing could be written).
+    pub fn write(&self, fh: u64, off: u64, buf: &[u8]) -> FsResult<usize> {
+        let mut st = lock_st(&self.inner.st);
+        let inner = &*self.inner;
+        let (ino, write) = self.handle(&st, fh)?;
+        if !write {
+            return Err(FsError::BadHandle(fh));
+        }
+        let mut o = st.open.remove(&ino).expect("open file of a handle");
+        let r = inner.write_locked(&mut st, &mut o.map, off, buf);
+        st.open.insert(ino, o);
+        r
+    }
+
+    /// Make everything written through `fh` durable.
+    pub fn fsync(&self, fh: u64) -> FsResult<()> {
+        let mut st = lock_st(&self.inner.st);
+        let inner = &*self.inner;
+        let (ino, _) = self.handle(&st, fh)?;
+        let mut o = st.open.remove(&ino).expect("open file of a handle");
+        let r = if o.map.inode_dirty && o.map.lock.is_some() {
+            inner.commit(&mut st, Change::new(), &mut [&mut o.map])
+        } else {
+            Ok(())
+        };
+        st.open.insert(ino, o);
+        r?;
+        inner.ctx.dev.flush()?;
+        Ok(())
+    }
+
+    /// Preallocate or punch a hole.
+    pub fn fallocate(&self, fh: u64, off: u64, len: u64, mode: Falloc) -> FsResult<()> {
+        let mut st = lock_st(&self.inner.st);
+        let inner = &*self.inner;
+        let (ino, write) = self.handle(&st, fh)?;
+        if !write {
+            return Err(FsError::BadHandle(fh));
+        }
+        if len == 0 || off.checked_add(len).is_none() {
+            return Err(FsError::Invalid(format!("fallocate range {off} (+{len})")));
+        }
+        let mut o = st.open.remove(&ino).expect("open file of a handle");
+        let r = inner.fallocate_locked(&mut st, &mut o.map, off, len, mode);
+        st.open.insert(ino, o);
+        r
+    }
+
+    /// SEEK_DATA (`data`) / SEEK_HOLE from `off`; `None` is ENXIO.
+    pub fn seek(&self, fh: u64, off: u64, data: bool) -> FsResult<Option<u64>> {
+        let mut st = lock_st(&self.inner.st);
+        let inner = &*self.inner;
+        let (ino, _) = self.handle(&st, fh)?;
+        let o = st.open.get_mut(&ino).expect("open file of a handle");
+        if o.mode == OpenMode::Unlocked {
+            o.map.reload(&inner.ctx)?;
+        }
+        data::seek(&mut o.map, &inner.ctx, off, data)
+    }
+}
+
+fn host_downgrade(inner: &Inner, o: &mut Open, addr: u64) -> FsResult<()> {
+    inner
+        .ctx
+        .host
+        .try_lock(addr, o.map.ino(), LockMode::SharedRead)?;
+    o.map.lock = None;
+    o.mode = OpenMode::Shared;
+    Ok(())
+}
+
+impl Inner {
+    fn write_locked(
+        &self,
+        st: &mut State,
+        map: &mut FileMap,
+        off: u64,
+        buf: &[u8],
+    ) -> FsResult<usize> {
+        if map.inode.flags & FLAG_INLINE != 0 {
+            return Err(FsError::Invalid(format!(
+                "inode {} keeps inline data",
+                map.ino()
+            )));
+        }
+        let chunk = (WRITE_BATCH * map.block_size) as usize;
+        let mut total = 0usize;
+        while total < buf.len() {
+            let piece = &buf[total..(total + chunk).min(buf.len())];
+            let mut ch = Change::new();
+            let blocks = map.inode.blocks;
+            let size = map.inode.size;
+            let n = match data::write(
+                map,
+                &self.ctx,
+                &mut st.alloc,
+                &mut ch,
+                off + total as u64,
+                piece,
+            ) {
+                Ok(n) => n,
+                Err(e) => {
+                    st.alloc.invalidate(&ch);
+                    map.reload(&self.ctx)?;
+                    if total > 0 && matches!(e, FsError::NoSpace(_)) {
+                        return Ok(total);
+                    }
+                    return Err(e);
+                }
+            };
+            let now = now_ns();
+            map.inode.mtime_ns = now;
+            map.inode.ctime_ns = now;
+            map.inode_dirty = true;
+            if map.inode.blocks != blocks || map.inode.size != size || !ch.is_empty() {
+                self.commit(st, ch, &mut [map])?;
+            }
+            total += n;
+            if n < piece.len() {
+                break;
+            }
+        }
+        Ok(total)
+    }
+
+    fn fallocate_locked(
+        &self,
+        st: &mut State,
+        map: &mut FileMap,
+        off: u64,
+        len: u64,
+        mode: Falloc,
+    ) -> FsResult<()> {
+        let bs = map.block_size;
+        match mode {
+            Falloc::PunchHole => loop {
+                let mut ch = Change::new();
+                let done =
+                    data::punch(map, &self.ctx, &mut st.alloc, &mut ch, off, len, FREE_BATCH);
+                let done = match done {
+                    Ok(d) => d,
+                    Err(e) => {
+                        st.alloc.invalidate(&ch);
+                        map.reload(&self.ctx)?;
+                        return Err(e);
+                    }
+                };
+                map.inode.ctime_ns = now_ns();
+                map.inode_dirty = true;
+                self.commit(st, ch, &mut [map])?;
+                if done {
+                    return Ok(());
+                }
+            },
+            Falloc::Allocate { keep_size } | Falloc::AllocateLazy { keep_size } => {
+                let lazy = matches!(mode, Falloc::AllocateLazy { .. });
+                let end = off + len;
+                let mut pos = off;
+                while pos < end {
+                    let step = (WRITE_BATCH * bs - pos % bs).min(end - pos);
+                    let mut ch = Change::new();
+                    if let Err(e) =
+                        data::preallocate(map, &self.ctx, &mut st.alloc, &mut ch, pos, step, lazy)
+                    {
+                        st.alloc.invalidate(&ch);
+                        map.reload(&self.ctx)?;
+                        return Err(e);
+                    }
+                    pos += step;
+                    if !keep_size && pos > map.inode.size {
+                        map.inode.size = pos;
+                    }
+                    map.inode.ctime_ns = now_ns();
+                    self.commit(st, ch, &mut [map])?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    pub(super) fn setattr_locked(
+        &self,
+        st: &mut State,
+        map: &mut FileMap,
+        sa: &SetAttr,
+    ) -> FsResult<()> {
+        let now = now_ns();
+        let i = &mut map.inode;
+        if let Some(m) = sa.mode {
+            i.mode = (i.mode & libc::S_IFMT) | (m & 0o7777);
+        }
+        if let Some(u) = sa.uid {
+            i.uid = u;
+        }
+        if let Some(g) = sa.gid {
+            i.gid = g;
+        }
+        if let Some(t) = sa.atime_ns {
+            i.atime_ns = t;
+        }
+        if let Some(t) = sa.mtime_ns {
+            i.mtime_ns = t;
+        }
+        i.ctime_ns = now;
+        map.inode_dirty = true;
+        match sa.size {
+            Some(size) if size != map.inode.size => {
+                if is_dir(map.inode.mode) {
+                    return Err(FsError::IsDir(map.ino()));
+                }
+                if map.inode.flags & FLAG_INLINE != 0 {
+                    return Err(FsError::Invalid(format!(
+                        "inode {} keeps inline data",
+                        map.ino()
+                    )));
+                }
+                let bs = map.block_size;
+                if size.div_ceil(bs) > map.max_blocks() {
+                    return Err(FsError::TooBig(format!(
+                        "size {size} is past the largest file"
+                    )));
+                }
+                if sa.mtime_ns.is_none() {
+                    map.inode.mtime_ns = now;
+                }
+                self.truncate(st, map, size)
+            }
+            _ => self.commit(st, Change::new(), &mut [map]),
+        }
+    }
+
+    /// Set the size; blocks past it are freed (in as many transactions as
+    /// the journal needs; each leaves the file consistent).
+    fn truncate(&self, st: &mut State, map: &mut FileMap, size: u64) -> FsResult<()> {
+        let bs = map.block_size;
+        if size < map.inode.size && size % bs != 0 {
+            data::zero_range(map, &self.ctx, size, bs - size % bs)?;
+        }
+        map.inode.size = size;
+        map.inode_dirty = true;
+        loop {
+            let mut ch = Change::new();
+            let done = match map.free_from(
+                &self.ctx,
+                &mut st.alloc,
+                &mut ch,
+                size.div_ceil(bs),
+                FREE_BATCH,
+            ) {
+                Ok(d) => d,
+                Err(e) => {
+                    st.alloc.invalidate(&ch);
+                    map.reload(&self.ctx)?;
+                    return Err(e);
+                }
+            };
+            self.commit(st, ch, &mut [map])?;
+            if done {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Free everything an inode with no links holds, then the inode itself
+    /// (the map holds its lock EXCLUSIVE). The last transaction clears the
+    /// inode's bitmap bit and writes the body with nlink 0.
+    pub(super) fn reclaim(&self, st: &mut State, map: &mut FileMap) -> FsResult<()> {
+        map.inode.nlink = 0;
+        map.inode.flags &= !FLAG_INLINE;
+        map.inode.inline.clear();
+        map.inode_dirty = true;
+        loop {
+            let mut ch = Change::new();
+            let r = map
+                .free_from(&self.ctx, &mut st.alloc, &mut ch, 0, FREE_BATCH)
+                .and_then(|done| {
+                    if done {
+                        map.inode.size = 0;
+                        st.alloc.free(&mut ch, ResourceKind::Inode, map.ino())?;
+                    }
+                    Ok(done)
+                });
+            let done = match r {
+                Ok(d) => d,
+                Err(e) => {
+                    st.alloc.invalidate(&ch);
+                    map.reload(&self.ctx)?;
+                    return Err(e);
+                }
+            };
+            self.commit(st, ch, &mut [map])?;
+            if done {
+                return Ok(());
+            }
+        }
+    }
+}

@@ -1,0 +1,93 @@
+//! Two hosts on one device.
+
+use super::tests::{stop, Rig};
+
+#[test]
+fn a_file_written_on_one_host_is_read_on_the_other() {
+    let r = Rig::new(256 << 20, None);
+    let (a, b) = (r.fs("a"), r.fs("b"));
+    let root = a.root();
+    let f = a.create(root, b"shared", 0o644, 0, 0).unwrap();
+    let fh = a.open(f.ino, true).unwrap();
+    a.write(fh, 0, b"first version").unwrap();
+    a.write(fh, 3 << 20, b"far away").unwrap();
+    a.fsync(fh).unwrap();
+    // B sees the name and the data while A still has it open for write.
+    let seen = b.lookup(root, b"shared").unwrap();
+    assert_eq!(seen.ino, f.ino);
+    assert_eq!(seen.size, (3 << 20) + 8);
+    let rb = b.open(f.ino, false).unwrap();
+    assert_eq!(b.read(rb, 0, 13).unwrap(), b"first version");
+    assert_eq!(b.read(rb, 3 << 20, 8).unwrap(), b"far away");
+    // A writes more; B's next read follows the committed map.
+    a.write(fh, 5 << 20, b"later").unwrap();
+    a.fsync(fh).unwrap();
+    assert_eq!(b.read(rb, 5 << 20, 5).unwrap(), b"later");
+    // A second write-open elsewhere is refused.
+    let e = b.open(f.ino, true).unwrap_err();
+    assert_eq!(e.errno(), libc::EBUSY, "{e}");
+    // So is unlinking it from B while A has it open.
+    assert_eq!(b.unlink(root, b"shared").unwrap_err().errno(), libc::EBUSY);
+    a.close(fh).unwrap();
+    b.close(rb).unwrap();
+    // Now B may write, and A's read-only open then sees B's data.
+    let wb = b.open(f.ino, true).unwrap();
+    b.write(wb, 0, b"SECOND").unwrap();
+    b.close(wb).unwrap();
+    let ra = a.open(f.ino, false).unwrap();
+    assert_eq!(a.read(ra, 0, 13).unwrap(), b"SECONDversion");
+    assert_eq!(
+        b.open(f.ino, true).unwrap_err().errno(),
+        libc::EBUSY,
+        "A reads it"
+    );
+    a.close(ra).unwrap();
+    stop(a);
+    stop(b);
+    r.check();
+}
+
+#[test]
+fn two_hosts_share_directories_and_space() {
+    let r = Rig::new(256 << 20, Some(8192));
+    let (a, b) = (r.fs("a"), r.fs("b"));
+    let root = a.root();
+    let da = a.mkdir(root, b"from-a", 0o755, 0, 0).unwrap();
+    let db = b.mkdir(root, b"from-b", 0o755, 0, 0).unwrap();
+    for i in 0..150 {
+        a.create(da.ino, format!("a{i}").as_bytes(), 0o644, 0, 0)
+            .unwrap();
+        b.create(db.ino, format!("b{i}").as_bytes(), 0o644, 0, 0)
+            .unwrap();
+        // Both into the root as well: the root lock moves between hosts.
+        if i % 10 == 0 {
+            a.create(root, format!("ra{i}").as_bytes(), 0o644, 0, 0)
+                .unwrap();
+            b.create(root, format!("rb{i}").as_bytes(), 0o644, 0, 0)
+                .unwrap();
+        }
+    }
+    assert_eq!(b.lookup(da.ino, b"a77").unwrap().nlink, 1);
+    assert_eq!(a.lookup(db.ino, b"b149").unwrap().nlink, 1);
+    assert_eq!(b.readdir(root, 0, 1000).unwrap().len(), 2 + 2 + 30);
+    // Each allocates data in its own home cluster; statfs agrees on both.
+    for (fs, d, name) in [(&a, da.ino, b"a1"), (&b, db.ino, b"b1")] {
+        let f = fs.lookup(d, name).unwrap();
+        let fh = fs.open(f.ino, true).unwrap();
+        fs.write(fh, 0, &vec![7u8; 3 << 20]).unwrap();
+        fs.close(fh).unwrap();
+    }
+    assert_eq!(a.statfs().unwrap(), b.statfs().unwrap());
+    // B renames A's directory into its own.
+    b.rename(root, b"from-a", db.ino, b"moved").unwrap();
+    assert_eq!(a.lookup(db.ino, b"moved").unwrap().ino, da.ino);
+    assert_eq!(a.lookup(da.ino, b"..").unwrap().ino, db.ino);
+    // Freeing blocks another host allocated waits for its cluster (released when idle).
+    let f = a.lookup(db.ino, b"b1").unwrap();
+    a.unlink(db.ino, b"b1").unwrap();
+    assert_eq!(b.lookup(db.ino, b"b1").unwrap_err().errno(), libc::ENOENT);
+    let _ = f;
+    stop(a);
+    stop(b);
+    r.check();
+}
