@@ -98,6 +98,24 @@ fn hosts_and_locks_report_what_is_on_disk() {
         "{out}"
     );
 
+    // A file held open for write shows its inode lock by path.
+    let fs = vmfs::fs::Fs::mount(a.clone()).unwrap();
+    let vms = fs.mkdir(fs.root(), b"vms", 0o755, 0, 0).unwrap();
+    let f = fs.create(vms.ino, b"disk.vmdk", 0o644, 0, 0).unwrap();
+    let fh = fs.open(f.ino, true).unwrap();
+    let (ok, out) = vmfs(&["locks", img_s, "/vms/disk.vmdk", "--json"]);
+    assert!(ok, "{out}");
+    let j: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(j["locks"][0]["lock"], format!("inode {}", f.ino));
+    assert_eq!(j["locks"][0]["mode"], "exclusive");
+    assert_eq!(j["locks"][0]["holders"][0]["slot"], a.slot());
+    let (ok, out) = vmfs(&["locks", img_s, "/vms/nope.vmdk"]);
+    assert!(!ok && out.contains("no such file"), "{out}");
+    fs.close(fh).unwrap();
+    let (ok, out) = vmfs(&["locks", img_s, "vms/disk.vmdk"]);
+    assert!(ok && out.contains("free"), "{out}");
+    fs.unmount().unwrap();
+
     a.leave().unwrap();
     let (ok, out) = vmfs(&["hosts", img_s]);
     assert!(

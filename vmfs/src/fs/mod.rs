@@ -17,6 +17,7 @@ mod error;
 mod handles;
 mod inode;
 mod namespace;
+pub mod offline;
 
 #[cfg(test)]
 mod tests;

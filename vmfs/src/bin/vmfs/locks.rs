@@ -13,6 +13,8 @@ use crate::device::open_device;
 pub struct LocksArgs {
     /// Image file or block device holding the volume.
     pub device: String,
+    /// Show only the lock of this file or directory (path inside the volume).
+    pub path: Option<String>,
     /// Machine-readable output.
     #[arg(long)]
     pub json: bool,
@@ -48,6 +50,26 @@ pub fn run(a: &LocksArgs) -> Result<(), String> {
     let dev = open_device(&a.device, None, true)?;
     let vol = Volume::open(dev.clone()).map_err(|e| e.to_string())?;
     let mut rows = Vec::new();
+    if let Some(path) = &a.path {
+        let ino =
+            vmfs::fs::offline::resolve_path(&vol, path).map_err(|e| format!("{path}: {e}"))?;
+        let la = vol.inode_addr(ino);
+        let mut b = [0u8; SECTOR];
+        dev.read_at(&mut b, la).map_err(|e| e.to_string())?;
+        let rec = LockRecord::decode(&b, la).map_err(|e| e.to_string());
+        let r = match rec {
+            Ok(r) if r.mode == LockMode::Free => serde_json::json!({
+                "lock": format!("inode {ino}"), "path": path, "offset": la, "mode": "free", "lock_gen": r.lock_gen, "holders": [], "transfer_to": null,
+            }),
+            other => {
+                let mut v = row(format!("inode {ino}"), la, other).expect("not free");
+                v["path"] = serde_json::json!(path);
+                v
+            }
+        };
+        rows.push(r);
+        return print(&vol, rows, a.json);
+    }
     for kind in ResourceKind::ALL {
         let reg = *vol.header.region(kind);
         for c in 0..reg.clusters {
@@ -80,7 +102,11 @@ pub fn run(a: &LocksArgs) -> Result<(), String> {
             }
         }
     }
-    if a.json {
+    print(&vol, rows, a.json)
+}
+
+fn print(vol: &Volume, rows: Vec<serde_json::Value>, json: bool) -> Result<(), String> {
+    if json {
         let j = serde_json::json!({"volume": vol.header.label, "locks": rows});
         println!(
             "{}",
@@ -90,6 +116,15 @@ pub fn run(a: &LocksArgs) -> Result<(), String> {
     }
     if rows.is_empty() {
         println!("volume '{}': no locks held", vol.header.label);
+        return Ok(());
+    }
+    if rows.len() == 1 && rows[0]["mode"] == "free" {
+        println!(
+            "{} ({}): free, generation {}",
+            rows[0]["path"].as_str().unwrap_or(""),
+            rows[0]["lock"].as_str().unwrap_or(""),
+            rows[0]["lock_gen"]
+        );
         return Ok(());
     }
     println!(
