@@ -26,8 +26,8 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use super::{
-    check_io, BlockDev, CasOutcome, DevCapabilities, DevError, DevOp, FenceToken, FencedOp,
-    SharedDev,
+    check_cas, check_io, BlockDev, CasOutcome, DevCapabilities, DevError, DevOp, FenceToken,
+    FencedOp, SharedDev,
 };
 
 /// Which unflushed writes survive [`FaultDev::crash`].
@@ -503,15 +503,8 @@ impl BlockDev for FaultDev {
         expected: &[u8],
         new: &[u8],
     ) -> Result<CasOutcome, DevError> {
-        if expected.len() != new.len() {
-            return Err(DevError::CasLength {
-                device: self.name.clone(),
-                expected: expected.len(),
-                new: new.len(),
-            });
-        }
+        check_cas(self, offset, expected, new)?;
         let len = new.len() as u64;
-        check_io(self, DevOp::CompareAndWrite, offset, len)?;
         let mut st = self.gate(DevOp::CompareAndWrite, offset, len)?;
         let range = offset..offset + len;
         let p_lose = st.cas_indeterminate;
@@ -557,19 +550,14 @@ impl BlockDev for FaultDev {
         offset: u64,
         fence: &FenceToken,
     ) -> Result<(), DevError> {
-        let (dop, len, w) = match op {
-            FencedOp::Write(b) => (
-                DevOp::Write,
-                b.len() as u64,
-                Pending::Data {
-                    offset,
-                    data: b.to_vec(),
-                },
-            ),
-            FencedOp::WriteZeroes(len) => {
-                (DevOp::WriteZeroes, len, Pending::Zeroes { offset, len })
-            }
-            FencedOp::Unmap(len) => (DevOp::Unmap, len, Pending::Unmap { offset, len }),
+        let (dop, len) = (op.dev_op(), op.len());
+        let w = match op {
+            FencedOp::Write(b) => Pending::Data {
+                offset,
+                data: b.to_vec(),
+            },
+            FencedOp::WriteZeroes(len) => Pending::Zeroes { offset, len },
+            FencedOp::Unmap(len) => Pending::Unmap { offset, len },
         };
         check_io(self, dop, offset, len)?;
         let mut st = self.gate(dop, offset, len)?;

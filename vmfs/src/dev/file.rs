@@ -14,8 +14,8 @@ use super::engine::{Engine, PreadEngine};
 use super::sys;
 use super::uring::UringEngine;
 use super::{
-    apply_op, check_io, BlockDev, CasOutcome, DevCapabilities, DevError, DevOp, FenceToken,
-    FencedOp,
+    apply_op, check_cas, check_io, BlockDev, CasOutcome, DevCapabilities, DevError, DevOp,
+    FenceToken, FencedOp,
 };
 
 /// How to open a [`FileDev`].
@@ -334,15 +334,8 @@ impl BlockDev for FileDev {
         expected: &[u8],
         new: &[u8],
     ) -> Result<CasOutcome, DevError> {
-        if expected.len() != new.len() {
-            return Err(DevError::CasLength {
-                device: self.name.clone(),
-                expected: expected.len(),
-                new: new.len(),
-            });
-        }
+        check_cas(self, offset, expected, new)?;
         let len = new.len() as u64;
-        check_io(self, DevOp::CompareAndWrite, offset, len)?;
         self.check_writable(DevOp::CompareAndWrite, offset, len)?;
         let fd = self.file.as_raw_fd();
         let err = |e| self.io_err(DevOp::CompareAndWrite, offset, len, e);

@@ -4,7 +4,8 @@
 use std::sync::Mutex;
 
 use super::{
-    check_io, BlockDev, CasOutcome, DevCapabilities, DevError, DevOp, FenceToken, FencedOp,
+    check_cas, check_io, BlockDev, CasOutcome, DevCapabilities, DevError, DevOp, FenceToken,
+    FencedOp,
 };
 
 /// A block device held in memory.
@@ -113,14 +114,7 @@ impl BlockDev for MemDev {
         expected: &[u8],
         new: &[u8],
     ) -> Result<CasOutcome, DevError> {
-        if expected.len() != new.len() {
-            return Err(DevError::CasLength {
-                device: self.name.clone(),
-                expected: expected.len(),
-                new: new.len(),
-            });
-        }
-        check_io(self, DevOp::CompareAndWrite, offset, new.len() as u64)?;
+        check_cas(self, offset, expected, new)?;
         let mut data = self.lock();
         let r = range(offset, new.len());
         if data[r.clone()] != *expected {
@@ -136,16 +130,8 @@ impl BlockDev for MemDev {
         offset: u64,
         fence: &FenceToken,
     ) -> Result<(), DevError> {
-        let len = match op {
-            FencedOp::Write(b) => b.len() as u64,
-            FencedOp::WriteZeroes(l) | FencedOp::Unmap(l) => l,
-        };
-        let dop = match op {
-            FencedOp::Write(_) => DevOp::Write,
-            FencedOp::WriteZeroes(_) => DevOp::WriteZeroes,
-            FencedOp::Unmap(_) => DevOp::Unmap,
-        };
-        check_io(self, dop, offset, len)?;
+        let len = op.len();
+        check_io(self, op.dev_op(), offset, len)?;
         check_io(self, DevOp::Read, fence.slot_addr, 512)?;
         // One critical section: the check and the write are atomic with
         // respect to compare_and_write of the slot.

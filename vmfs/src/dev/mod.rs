@@ -177,6 +177,47 @@ pub enum FencedOp<'a> {
 /// Shared handle to a device.
 pub type SharedDev = Arc<dyn BlockDev>;
 
+/// Check a compare-and-write's buffers and range; used by every backend.
+pub fn check_cas(
+    dev: &dyn BlockDev,
+    offset: u64,
+    expected: &[u8],
+    new: &[u8],
+) -> Result<(), DevError> {
+    if expected.len() != new.len() {
+        return Err(DevError::CasLength {
+            device: dev.name().to_string(),
+            expected: expected.len(),
+            new: new.len(),
+        });
+    }
+    check_io(dev, DevOp::CompareAndWrite, offset, new.len() as u64)
+}
+
+impl FencedOp<'_> {
+    /// Bytes the operation covers.
+    pub fn len(&self) -> u64 {
+        match self {
+            FencedOp::Write(b) => b.len() as u64,
+            FencedOp::WriteZeroes(l) | FencedOp::Unmap(l) => *l,
+        }
+    }
+
+    /// True for a zero-length operation.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The device operation it is, for errors and checks.
+    pub fn dev_op(&self) -> DevOp {
+        match self {
+            FencedOp::Write(_) => DevOp::Write,
+            FencedOp::WriteZeroes(_) => DevOp::WriteZeroes,
+            FencedOp::Unmap(_) => DevOp::Unmap,
+        }
+    }
+}
+
 /// Check alignment and range of an I/O; used by every backend.
 pub fn check_io(dev: &dyn BlockDev, op: DevOp, offset: u64, len: u64) -> Result<(), DevError> {
     let bs = u64::from(dev.logical_block_size());
