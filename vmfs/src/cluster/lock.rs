@@ -70,6 +70,20 @@ impl Host {
         }
     }
 
+    /// Does any of `holders` other than this host still count: alive, or
+    /// not yet known dead with its journal replayed? (Running recovery of a
+    /// holder found dead, as taking the lock would.) Lock-free readers use
+    /// it to tell a record being changed under a live lock from one whose
+    /// holder's incarnation is over, whose on-disk images are final.
+    pub fn holders_present(&self, holders: &[Holder]) -> Result<bool, ClusterError> {
+        for &h in holders {
+            if h != self.sh.me && self.classify(h)? == HolderState::Present {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
     /// A slot stuck in RECOVERING whose recoverer is gone: take the recovery over.
     fn help_stuck_recovery(
         &self,

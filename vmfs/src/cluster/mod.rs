@@ -10,6 +10,7 @@ mod host_dev;
 pub mod journal;
 pub mod liveness;
 mod lock;
+mod offline;
 mod recovery;
 pub mod sector_cas;
 pub mod timeouts;
@@ -21,6 +22,7 @@ pub use host_dev::HostDev;
 pub use journal::{Journal, JournalLocation, ReplayReport, Txn};
 pub use liveness::{Observer, Verdict};
 pub use lock::read_lock;
+pub use offline::{recover_offline, RecoveredSlot};
 pub use timeouts::Timeouts;
 
 #[cfg(test)]

@@ -446,26 +446,35 @@ impl Inner {
         }
     }
 
-    /// Free everything an inode with no links holds, then the inode itself
-    /// (the map holds its lock EXCLUSIVE). The last transaction clears the
-    /// inode's bitmap bit and writes the body with nlink 0.
-    pub(super) fn reclaim(&self, st: &mut State, map: &mut FileMap) -> FsResult<()> {
+    /// Stage one batch of reclaiming an inode with no links (its map holds
+    /// its lock EXCLUSIVE) in `ch`: data and pointer blocks as far as the
+    /// batch and the transaction allow, and, in the batch that frees the
+    /// last of them, the inode's bitmap bit (the body written with nlink 0).
+    /// Returns true when the inode is gone with `ch`.
+    pub(super) fn stage_reclaim(
+        &self,
+        st: &mut State,
+        map: &mut FileMap,
+        ch: &mut Change,
+    ) -> FsResult<bool> {
         map.inode.nlink = 0;
         map.inode.flags &= !FLAG_INLINE;
         map.inode.inline.clear();
         map.inode_dirty = true;
+        let done = map.free_from(&self.ctx, &mut st.alloc, ch, 0, FREE_BATCH)?;
+        if done {
+            map.inode.size = 0;
+            st.alloc.free(ch, ResourceKind::Inode, map.ino())?;
+        }
+        Ok(done)
+    }
+
+    /// Free everything an inode with no links holds, then the inode itself,
+    /// in as many transactions as it takes.
+    pub(super) fn reclaim(&self, st: &mut State, map: &mut FileMap) -> FsResult<()> {
         loop {
             let mut ch = Change::new();
-            let r = map
-                .free_from(&self.ctx, &mut st.alloc, &mut ch, 0, FREE_BATCH)
-                .and_then(|done| {
-                    if done {
-                        map.inode.size = 0;
-                        st.alloc.free(&mut ch, ResourceKind::Inode, map.ino())?;
-                    }
-                    Ok(done)
-                });
-            let done = match r {
+            let done = match self.stage_reclaim(st, map, &mut ch) {
                 Ok(d) => d,
                 Err(e) => {
                     st.alloc.invalidate(&ch);

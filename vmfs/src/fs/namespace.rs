@@ -39,7 +39,11 @@ impl Inner {
         let mut backoff = Duration::from_millis(1);
         loop {
             let before = self.ctx.read_lock(ino)?;
-            let busy = before.mode == LockMode::Exclusive && !before.holders.contains(&me);
+            // A holder whose incarnation is over (a crashed host, recovered)
+            // no longer changes the directory: read it.
+            let busy = before.mode == LockMode::Exclusive
+                && !before.holders.contains(&me)
+                && self.ctx.host.holders_present(&before.holders)?;
             if !busy {
                 let inode = self.ctx.read_inode(ino)?;
                 if !is_dir(inode.mode) {
@@ -172,9 +176,24 @@ impl Inner {
         }
     }
 
-    /// After a change that dropped `t`'s last link: reclaim it now unless open.
-    fn finish_drop(&self, st: &mut State, t: &mut Locked) -> FsResult<()> {
+    /// In the change that drops `t`'s last link (unless it is open here):
+    /// stage the first batch of its reclaim, so a file or directory that
+    /// fits one transaction goes in the same transaction as its name and a
+    /// crash cannot leave it allocated but unnamed. Returns true unless
+    /// more is left for [`Inner::finish_drop`].
+    fn stage_drop(&self, st: &mut State, t: &mut Locked, ch: &mut Change) -> FsResult<bool> {
         if t.map.inode.nlink == 0 && t.open.is_none() {
+            self.stage_reclaim(st, &mut t.map, ch)
+        } else {
+            Ok(true)
+        }
+    }
+
+    /// After the change that dropped `t`'s last link has committed: free
+    /// what did not fit in it (a large file: one transaction per batch; a
+    /// crash before the last leaves the inode allocated with no links).
+    fn finish_drop(&self, st: &mut State, t: &mut Locked, gone: bool) -> FsResult<()> {
+        if !gone {
             self.reclaim(st, &mut t.map)?;
         }
         Ok(())
@@ -216,8 +235,17 @@ impl Inner {
             d.map.inode.ctime_ns = now;
             d.map.inode_dirty = true;
             self.drop_link(&mut t, want_dir);
+            let gone = match self.stage_drop(st, &mut t, &mut ch) {
+                Ok(g) => g,
+                Err(err) => {
+                    st.alloc.invalidate(&ch);
+                    d.map.reload(&self.ctx)?;
+                    t.map.reload(&self.ctx)?;
+                    return Err(err);
+                }
+            };
             self.commit(st, ch, &mut [&mut d.map, &mut t.map])?;
-            self.finish_drop(st, &mut t)
+            self.finish_drop(st, &mut t, gone)
         })();
         let rel = self.release(st, t);
         r?;
@@ -405,6 +433,24 @@ impl Inner {
                 }
                 self.drop_link(t, false);
             }
+            let gone = match t.as_mut() {
+                Some(t) => match self.stage_drop(st, t, &mut ch) {
+                    Ok(g) => g,
+                    Err(e) => {
+                        st.alloc.invalidate(&ch);
+                        od.map.reload(&self.ctx)?;
+                        if let Some(d) = nd.as_mut() {
+                            d.map.reload(&self.ctx)?;
+                        }
+                        if let Some(s) = s.as_mut() {
+                            s.map.reload(&self.ctx)?;
+                        }
+                        t.map.reload(&self.ctx)?;
+                        return Err(e);
+                    }
+                },
+                None => true,
+            };
             for m in [Some(&mut od.map), nd.as_mut().map(|d| &mut d.map)]
                 .into_iter()
                 .flatten()
@@ -425,7 +471,7 @@ impl Inner {
             }
             self.commit(st, ch, &mut maps)?;
             if let Some(t) = t.as_mut() {
-                self.finish_drop(st, t)?;
+                self.finish_drop(st, t, gone)?;
             }
             Ok(())
         })();

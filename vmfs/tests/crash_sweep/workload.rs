@@ -1,0 +1,383 @@
+//! The scripted workload and the model of what each step makes durable.
+//!
+//! Every filesystem operation commits its journal transaction before it
+//! returns, so a finished namespace operation (create, mkdir, rename,
+//! unlink, link, rmdir) is durable, and so is everything written before
+//! it (the commit flushes the device). File data is promised only by
+//! fsync, truncate and punch (each ends in a flush); a plain write makes a
+//! file's content unpromised until then.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use vmfs::dev::{FaultDev, LogEntry};
+use vmfs::fs::{Falloc, Fs, SetAttr};
+
+/// A name in the model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Entry {
+    Dir,
+    /// A regular file, by model id (hard links share one).
+    File(u32),
+}
+
+/// What a crash must preserve.
+#[derive(Debug, Clone, Default)]
+pub struct Model {
+    /// Path ("d1/a") -> what it names.
+    pub names: BTreeMap<String, Entry>,
+    /// File id -> its promised content (None: nothing promised).
+    pub data: BTreeMap<u32, Option<Vec<u8>>>,
+}
+
+/// One workload step and the log entries it issued.
+#[derive(Debug, Clone)]
+pub struct Step {
+    pub what: String,
+    /// Log entries `start..end` were issued by this step.
+    pub start: usize,
+    pub end: usize,
+    /// Files whose content the step changes (unpromised while it runs).
+    pub touched: Vec<u32>,
+    /// The model once the step has returned.
+    pub after: Model,
+}
+
+/// A recorded run.
+#[derive(Debug)]
+pub struct Recording {
+    pub log: Vec<LogEntry>,
+    /// Model before the first step (the empty root).
+    pub start: Model,
+    pub steps: Vec<Step>,
+}
+
+impl Recording {
+    /// Index of the last flush among a step's entries.
+    pub fn last_flush(&self, s: &Step) -> Option<usize> {
+        (s.start..s.end)
+            .rev()
+            .find(|&i| self.log[i] == LogEntry::Flush)
+    }
+}
+
+/// Deterministic file content.
+pub fn pattern(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+struct Runner {
+    fs: Fs,
+    fault: Arc<FaultDev>,
+    log: Vec<LogEntry>,
+    model: Model,
+    /// File id -> what reads return now.
+    cur: HashMap<u32, Vec<u8>>,
+    /// File id -> open write handle.
+    fhs: HashMap<u32, u64>,
+    next_id: u32,
+    steps: Vec<Step>,
+    touched: Vec<u32>,
+}
+
+fn split(path: &str) -> (&str, &str) {
+    match path.rsplit_once('/') {
+        Some((d, n)) => (d, n),
+        None => ("", path),
+    }
+}
+
+impl Runner {
+    fn ino(&self, path: &str) -> u64 {
+        let mut ino = self.fs.root();
+        for part in path.split('/').filter(|p| !p.is_empty()) {
+            ino = self
+                .fs
+                .lookup(ino, part.as_bytes())
+                .unwrap_or_else(|e| panic!("lookup {path}: {e}"))
+                .ino;
+        }
+        ino
+    }
+
+    fn parent(&self, path: &str) -> (u64, Vec<u8>) {
+        let (d, n) = split(path);
+        (self.ino(d), n.as_bytes().to_vec())
+    }
+
+    fn id(&self, path: &str) -> u32 {
+        match self.model.names.get(path) {
+            Some(Entry::File(id)) => *id,
+            other => panic!("{path} is not a file in the model: {other:?}"),
+        }
+    }
+
+    fn step(&mut self, what: &str, f: impl FnOnce(&mut Runner)) {
+        self.log.extend(self.fault.take_log());
+        let start = self.log.len();
+        self.touched.clear();
+        f(self);
+        self.log.extend(self.fault.take_log());
+        self.steps.push(Step {
+            what: what.to_string(),
+            start,
+            end: self.log.len(),
+            touched: std::mem::take(&mut self.touched),
+            after: self.model.clone(),
+        });
+    }
+
+    fn mkdir(&mut self, path: &str) {
+        self.step(&format!("mkdir {path}"), |r| {
+            let (p, n) = r.parent(path);
+            r.fs.mkdir(p, &n, 0o755, 0, 0).expect("mkdir");
+            r.model.names.insert(path.into(), Entry::Dir);
+        });
+    }
+
+    fn rmdir(&mut self, path: &str) {
+        self.step(&format!("rmdir {path}"), |r| {
+            let (p, n) = r.parent(path);
+            r.fs.rmdir(p, &n).expect("rmdir");
+            r.model.names.remove(path);
+        });
+    }
+
+    fn create(&mut self, path: &str) {
+        self.step(&format!("create {path}"), |r| {
+            let (p, n) = r.parent(path);
+            r.fs.create(p, &n, 0o644, 0, 0).expect("create");
+            let id = r.next_id;
+            r.next_id += 1;
+            r.cur.insert(id, Vec::new());
+            r.model.data.insert(id, Some(Vec::new()));
+            r.model.names.insert(path.into(), Entry::File(id));
+        });
+    }
+
+    fn fh(&mut self, path: &str) -> u64 {
+        let id = self.id(path);
+        if let Some(&fh) = self.fhs.get(&id) {
+            return fh;
+        }
+        let fh = self.fs.open(self.ino(path), true).expect("open");
+        self.fhs.insert(id, fh);
+        fh
+    }
+
+    /// Write `len` bytes of pattern `seed` at `off`; fsync if `sync`.
+    fn write(&mut self, path: &str, off: u64, len: usize, seed: u64, sync: bool) {
+        let what = format!(
+            "write {path} {off}+{len}{}",
+            if sync { " fsync" } else { "" }
+        );
+        self.step(&what, |r| {
+            let id = r.id(path);
+            r.touched.push(id);
+            let fh = r.fh(path);
+            let d = pattern(seed, len);
+            assert_eq!(r.fs.write(fh, off, &d).expect("write"), len);
+            let c = r.cur.get_mut(&id).expect("content");
+            let end = off as usize + len;
+            if c.len() < end {
+                c.resize(end, 0);
+            }
+            c[off as usize..end].copy_from_slice(&d);
+            if sync {
+                r.fs.fsync(fh).expect("fsync");
+                r.promise(id);
+            } else {
+                r.model.data.insert(id, None);
+            }
+        });
+    }
+
+    fn promise(&mut self, id: u32) {
+        let c = self.cur[&id].clone();
+        self.model.data.insert(id, Some(c));
+    }
+
+    fn fsync(&mut self, path: &str) {
+        self.step(&format!("fsync {path}"), |r| {
+            let fh = r.fh(path);
+            r.fs.fsync(fh).expect("fsync");
+            let id = r.id(path);
+            r.promise(id);
+        });
+    }
+
+    fn close(&mut self, path: &str) {
+        self.step(&format!("close {path}"), |r| {
+            let id = r.id(path);
+            if let Some(fh) = r.fhs.remove(&id) {
+                r.fs.close(fh).expect("close");
+            }
+        });
+    }
+
+    fn truncate(&mut self, path: &str, size: u64) {
+        self.step(&format!("truncate {path} {size}"), |r| {
+            let id = r.id(path);
+            r.touched.push(id);
+            let ino = r.ino(path);
+            let sa = SetAttr {
+                size: Some(size),
+                ..Default::default()
+            };
+            r.fs.setattr(ino, &sa).expect("truncate");
+            r.cur
+                .get_mut(&id)
+                .expect("content")
+                .resize(size as usize, 0);
+            r.promise(id);
+        });
+    }
+
+    fn punch(&mut self, path: &str, off: u64, len: u64) {
+        self.step(&format!("punch {path} {off}+{len}"), |r| {
+            let id = r.id(path);
+            r.touched.push(id);
+            let fh = r.fh(path);
+            r.fs.fallocate(fh, off, len, Falloc::PunchHole)
+                .expect("punch");
+            let c = r.cur.get_mut(&id).expect("content");
+            let s = (off as usize).min(c.len());
+            let e = ((off + len) as usize).min(c.len());
+            c[s..e].fill(0);
+            r.promise(id);
+        });
+    }
+
+    fn link(&mut self, from: &str, to: &str) {
+        self.step(&format!("link {from} {to}"), |r| {
+            let id = r.id(from);
+            let ino = r.ino(from);
+            let (p, n) = r.parent(to);
+            r.fs.link(ino, p, &n).expect("link");
+            r.model.names.insert(to.into(), Entry::File(id));
+        });
+    }
+
+    fn unlink(&mut self, path: &str) {
+        self.step(&format!("unlink {path}"), |r| {
+            let (p, n) = r.parent(path);
+            r.fs.unlink(p, &n).expect("unlink");
+            r.forget(path);
+        });
+    }
+
+    /// Drop a name; drop the file's promise when it was the last one.
+    fn forget(&mut self, path: &str) {
+        if let Some(Entry::File(id)) = self.model.names.remove(path) {
+            if !self.model.names.values().any(|e| *e == Entry::File(id)) {
+                self.model.data.remove(&id);
+            }
+        }
+    }
+
+    fn rename(&mut self, from: &str, to: &str) {
+        self.step(&format!("rename {from} {to}"), |r| {
+            let (op, on) = r.parent(from);
+            let (np, nn) = r.parent(to);
+            r.fs.rename(op, &on, np, &nn).expect("rename");
+            r.forget(to);
+            let moved: Vec<(String, Entry)> = r
+                .model
+                .names
+                .iter()
+                .filter(|(k, _)| *k == from || k.starts_with(&format!("{from}/")))
+                .map(|(k, v)| (k.clone(), *v))
+                .collect();
+            for (k, v) in moved {
+                r.model.names.remove(&k);
+                r.model.names.insert(format!("{to}{}", &k[from.len()..]), v);
+            }
+        });
+    }
+}
+
+/// Run the script on a mounted `fs` whose device `fault` records.
+pub fn run(fs: Fs, fault: Arc<FaultDev>, rounds: u32) -> Recording {
+    let mut r = Runner {
+        fs,
+        fault,
+        log: Vec::new(),
+        model: Model::default(),
+        cur: HashMap::new(),
+        fhs: HashMap::new(),
+        next_id: 0,
+        steps: Vec::new(),
+        touched: Vec::new(),
+    };
+    r.log.extend(r.fault.take_log());
+    let start = r.model.clone();
+    const MIB: u64 = 1 << 20;
+    for round in 0..rounds {
+        let s = u64::from(round) * 100;
+        let d1 = format!("r{round}a");
+        let d2 = format!("r{round}b");
+        r.mkdir(&d1);
+        r.mkdir(&d2);
+        // A file kept open for write across the crash, fsynced.
+        r.create(&format!("{d1}/a"));
+        r.write(&format!("{d1}/a"), 0, 5000, s + 1, true);
+        // Written, fsynced, closed.
+        r.create(&format!("{d1}/b"));
+        r.write(&format!("{d1}/b"), 0, 100 << 10, s + 2, true);
+        r.close(&format!("{d1}/b"));
+        // Written, never fsynced, left open.
+        r.create(&format!("{d2}/c"));
+        r.write(&format!("{d2}/c"), 0, 3000, s + 3, false);
+        // A multi-block file.
+        r.create(&format!("{d1}/big"));
+        r.write(&format!("{d1}/big"), 0, (3 * MIB) as usize, s + 4, true);
+        r.close(&format!("{d1}/big"));
+        // Rename across directories.
+        r.rename(&format!("{d1}/b"), &format!("{d2}/b2"));
+        // Rename replacing an existing file.
+        r.create(&format!("{d2}/t"));
+        r.write(&format!("{d2}/t"), 0, 2000, s + 5, true);
+        r.close(&format!("{d2}/t"));
+        r.rename(&format!("{d2}/b2"), &format!("{d2}/t"));
+        // Hard link, then drop one name.
+        r.link(&format!("{d2}/t"), &format!("{d1}/tl"));
+        r.unlink(&format!("{d2}/t"));
+        // Shrink, punch, overwrite in place.
+        r.truncate(&format!("{d1}/big"), MIB + MIB / 2 + 123);
+        r.punch(&format!("{d1}/big"), 4096, MIB);
+        r.close(&format!("{d1}/big"));
+        r.write(&format!("{d1}/a"), 1000, 2000, s + 6, false);
+        r.fsync(&format!("{d1}/a"));
+        // Extend past a hole and fsync.
+        r.write(&format!("{d1}/a"), 2 * MIB + 17, 700, s + 7, true);
+        // Unlink a multi-block file.
+        r.unlink(&format!("{d1}/big"));
+        // A directory with a file in it, renamed across directories.
+        r.mkdir(&format!("{d1}/sub"));
+        r.create(&format!("{d1}/sub/x"));
+        r.write(&format!("{d1}/sub/x"), 0, 1234, s + 8, true);
+        r.close(&format!("{d1}/sub/x"));
+        r.rename(&format!("{d1}/sub"), &format!("{d2}/sub"));
+        // Create and remove.
+        r.mkdir(&format!("{d2}/gone"));
+        r.rmdir(&format!("{d2}/gone"));
+        r.create(&format!("{d2}/tmp"));
+        r.unlink(&format!("{d2}/tmp"));
+        // The unsynced file finally synced.
+        r.write(&format!("{d2}/c"), 1000, 5000, s + 9, false);
+        r.fsync(&format!("{d2}/c"));
+    }
+    Recording {
+        log: r.log,
+        start,
+        steps: r.steps,
+    }
+}
