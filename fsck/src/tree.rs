@@ -42,14 +42,19 @@ fn classify(run: &Run, f: &Finding) -> Result<Option<Code>, FsckError> {
         Leaked { .. } => Code::Bmap002,
         RefFree {
             kind: ResourceKind::Inode,
+            r,
             ..
-        } => Code::Dir001,
+        } if *r != run.vol.header.root_ino => Code::Dir001,
         RefFree { .. } => Code::Bmap003,
         MultiRef { .. } => Code::Bmap004,
     }))
 }
 
 pub fn check(run: &mut Run) -> Result<(), FsckError> {
+    // Problems reported but not repaired in a pass (orphans wait for the
+    // directories to settle): gone from the next walk means resolved by
+    // the repairs of that pass.
+    let mut waiting: Vec<(Code, String)> = Vec::new();
     for pass in 0..MAX_PASSES {
         let (report, model) = walk(&run.vol)?;
         if pass == 0 {
@@ -61,6 +66,12 @@ pub fn check(run: &mut Run) -> Result<(), FsckError> {
         for f in report.findings {
             if let Some(code) = classify(run, &f)? {
                 found.push((code, f));
+            }
+        }
+        let now: Vec<(Code, String)> = found.iter().map(|(c, f)| (*c, f.to_string())).collect();
+        for (c, w) in waiting.drain(..) {
+            if !now.contains(&(c, w.clone())) {
+                run.out.mark_fixed(c, &w);
             }
         }
         if found.is_empty() {
@@ -76,6 +87,9 @@ pub fn check(run: &mut Run) -> Result<(), FsckError> {
         let mut fixer = Fixer::new(run.disk, &run.vol, &model);
         let fixed = fixer.apply(&found)?;
         for ((code, f), ok) in found.into_iter().zip(fixed) {
+            if !ok {
+                waiting.push((code, f.to_string()));
+            }
             run.out.report(code, f.to_string(), ok);
         }
         run.disk.flush()?;

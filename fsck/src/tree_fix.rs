@@ -305,7 +305,7 @@ impl<'a> Fixer<'a> {
     fn recreate_root(&mut self) -> Result<bool, FsckError> {
         let root = self.vol.header.root_ino;
         let addr = self.vol.inode_addr(root) + SECTOR as u64;
-        let old = self.disk.read(addr, 16 + 16)?;
+        let old = self.disk.read(addr, SECTOR)?;
         let generation = get_u64(&old, 24).saturating_add(1).max(1);
         let mut i = Inode::new(addr, root, generation, libc::S_IFDIR | 0o755);
         i.nlink = 2;
@@ -437,7 +437,9 @@ impl<'a> Fixer<'a> {
     ) -> Result<(), FsckError> {
         for (k, (_, f)) in found.iter().enumerate() {
             match f {
-                Finding::RefFree { kind, r, .. } if *kind != ResourceKind::Inode => {
+                Finding::RefFree { kind, r, .. }
+                    if *kind != ResourceKind::Inode || *r == self.vol.header.root_ino =>
+                {
                     fixed[k] = alloc::set_bit(self.disk, self.vol, *kind, *r, true)?;
                 }
                 Finding::ClusterDamaged { kind, cluster, .. } => {
@@ -449,6 +451,10 @@ impl<'a> Fixer<'a> {
         self.disk.flush()?;
         for (k, (_, f)) in found.iter().enumerate() {
             if let Finding::Leaked { kind, r } = f {
+                if *kind == ResourceKind::Inode && *r == self.vol.header.root_ino {
+                    // A damaged root is recreated, never freed.
+                    continue;
+                }
                 fixed[k] = alloc::set_bit(self.disk, self.vol, *kind, *r, false)?;
             }
         }

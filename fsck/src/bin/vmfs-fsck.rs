@@ -59,7 +59,11 @@ fn print(device: &str, o: &Outcome, repair: bool) {
         println!("note: {n}");
     }
     if let Some(e) = &o.error {
-        eprintln!("vmfs-fsck: {device}: {e}");
+        if e.starts_with(device) {
+            eprintln!("vmfs-fsck: {e}");
+        } else {
+            eprintln!("vmfs-fsck: {device}: {e}");
+        }
     }
     println!(
         "{device}: {} problems ({} fixed), {} inodes, {} directories, {} data blocks, {} writes; exit {}",
