@@ -293,6 +293,21 @@ pub struct ReplayReport {
 /// written by each owner when it joins, so a non-empty head always names the
 /// last incarnation that used this journal.
 pub fn replay(dev: &dyn BlockDev, loc: JournalLocation) -> Result<ReplayReport, ClusterError> {
+    scan(dev, loc, true)
+}
+
+/// What [`replay`] would do, without writing anything (for fsck): the
+/// records it would replay and how many of their blocks still carry their
+/// lock's generation.
+pub fn pending(dev: &dyn BlockDev, loc: JournalLocation) -> Result<ReplayReport, ClusterError> {
+    scan(dev, loc, false)
+}
+
+fn scan(
+    dev: &dyn BlockDev,
+    loc: JournalLocation,
+    apply: bool,
+) -> Result<ReplayReport, ClusterError> {
     let mut report = ReplayReport::default();
     let Some(head) = JournalHead::read(dev, loc.addr)? else {
         return Ok(report);
@@ -301,6 +316,9 @@ pub fn replay(dev: &dyn BlockDev, loc: JournalLocation) -> Result<ReplayReport, 
     if head.volume_uuid != loc.volume_uuid || head.slot != loc.slot {
         // A journal of an earlier mount or another volume: nothing of this
         // incarnation to replay.
+        if !apply {
+            return Ok(report);
+        }
         return empty(dev, loc).map(|_| report);
     }
     let mut off = head.start_off;
@@ -342,7 +360,9 @@ pub fn replay(dev: &dyn BlockDev, loc: JournalLocation) -> Result<ReplayReport, 
             dev.read_at(&mut lb, laddr)?;
             let current = LockRecord::decode(&lb, laddr).map(|l| l.lock_gen);
             if current == Ok(lgen) {
-                dev.write_at(&rec[img..img + blen], baddr)?;
+                if apply {
+                    dev.write_at(&rec[img..img + blen], baddr)?;
+                }
                 report.blocks_applied += 1;
             } else {
                 report.blocks_skipped += 1;
@@ -353,8 +373,10 @@ pub fn replay(dev: &dyn BlockDev, loc: JournalLocation) -> Result<ReplayReport, 
         seq += 1;
         off += total;
     }
-    dev.flush()?;
-    empty(dev, loc)?;
+    if apply {
+        dev.flush()?;
+        empty(dev, loc)?;
+    }
     Ok(report)
 }
 
