@@ -157,6 +157,11 @@ impl MountProc {
         (st, self.output())
     }
 
+    /// The exit status if the process has ended.
+    pub fn try_wait(&mut self) -> Option<ExitStatus> {
+        self.child.as_mut().and_then(|c| c.try_wait().unwrap())
+    }
+
     /// SIGKILL (a crash), then detach the dead mount point.
     pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {

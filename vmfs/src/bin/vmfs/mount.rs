@@ -155,8 +155,12 @@ pub fn run(a: &MountArgs) -> Result<(), String> {
         Stop::Fenced(why) => {
             mounted.gate().fence();
             eprintln!("vmfs mount: this host was fenced: {why}; every request now fails with EIO");
+            let mp = a.mountpoint.display();
             match mounted.unmount() {
-                Ok(how) => eprintln!("vmfs mount: {} {how:?}", a.mountpoint.display()),
+                Ok(Unmounted::Clean) => eprintln!("vmfs mount: {mp} unmounted"),
+                Ok(Unmounted::Detached) => {
+                    eprintln!("vmfs mount: {mp} detached (files were open)")
+                }
                 Err(e) => eprintln!("vmfs mount: {e}"),
             }
             host.abandon();
