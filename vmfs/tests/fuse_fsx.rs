@@ -4,7 +4,7 @@
 //! against an in-memory model. Any miscompare fails with the recent
 //! operation log.
 //!
-//! VMFS_FSX_OPS (default 8,000) operations per seed; VMFS_FSX_SEEDS
+//! VMFS_FSX_OPS (default 20,000) operations per seed; VMFS_FSX_SEEDS
 //! (default "1,2,3") comma-separated seeds.
 
 mod fuse_util;
@@ -281,7 +281,7 @@ fn random_operations_match_the_model() {
     if !fuse_ready("fuse_fsx") {
         return;
     }
-    let ops: u64 = env_or("VMFS_FSX_OPS", 8_000);
+    let ops: u64 = env_or("VMFS_FSX_OPS", 20_000);
     let seeds: Vec<u64> = std::env::var("VMFS_FSX_SEEDS")
         .unwrap_or_else(|_| "1,2,3".into())
         .split(',')
