@@ -108,7 +108,8 @@ pub fn run(a: &UpArgs) -> Result<(), String> {
         human(space.free_bytes())
     );
     println!("  inspect:  vmfs info {img_s}   vmfs hosts {img_s}   vmfs locks {img_s}");
-    println!("  not served yet by this build: FUSE mount, iSCSI export, NFS export (see README)");
+    println!("  mount the filesystem (another host of the volume): vmfs mount {img_s} DIR");
+    println!("  not served yet by this build: iSCSI export, NFS export (see README)");
     println!("  Ctrl-C to leave cleanly");
     // Fencing is reported from another thread; watch for it while waiting.
     std::thread::spawn(move || {
