@@ -90,6 +90,22 @@ impl VmfsFuse {
                 if a.is_dir() && write {
                     return Err(Errno::from_i32(libc::EISDIR));
                 }
+                // The kernel believes the file is new, so it sends no
+                // truncate of its own for O_TRUNC.
+                if write && flags & libc::O_TRUNC != 0 && a.size != 0 {
+                    let fh = self.open_retrying(a.ino, write)?;
+                    let sa = SetAttr {
+                        size: Some(0),
+                        ..SetAttr::default()
+                    };
+                    return match self.fs.setattr(a.ino, &sa) {
+                        Ok(a) => Ok((self.entry(a), fh)),
+                        Err(e) => {
+                            let _ = self.fs.close(fh);
+                            Err(fail(e))
+                        }
+                    };
+                }
                 a
             }
             Err(e) => return Err(fail(e)),

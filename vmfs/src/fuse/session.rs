@@ -119,6 +119,9 @@ impl Mounted {
         let mountpoint = self.mountpoint.clone();
         match self.session.umount_and_join() {
             Ok(()) => Ok(Unmounted::Clean),
+            // Not a mount point any more: someone ran `umount`, and the
+            // session ends (or has ended) by itself.
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => Ok(Unmounted::Clean),
             Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {
                 detach(&mountpoint)?;
                 Ok(Unmounted::Detached)
