@@ -14,5 +14,6 @@ pub mod cluster;
 pub mod dev;
 pub mod format;
 pub mod fs;
+pub mod fuse;
 pub mod vmdk;
 pub mod volume;

@@ -5,6 +5,8 @@ mod hosts;
 mod info;
 mod locks;
 mod mkfs;
+mod mount;
+mod process;
 mod units;
 mod up;
 
@@ -33,6 +35,8 @@ enum Command {
     Hosts(hosts::HostsArgs),
     /// List every held lock: mode, holders, generation (read-only).
     Locks(locks::LocksArgs),
+    /// Join the volume as a host and mount its filesystem with FUSE, until Ctrl-C.
+    Mount(mount::MountArgs),
 }
 
 fn main() {
@@ -50,6 +54,7 @@ fn main() {
         Command::Info(a) => info::run(a),
         Command::Hosts(a) => hosts::run(a),
         Command::Locks(a) => locks::run(a),
+        Command::Mount(a) => mount::run(a),
     };
     if let Err(e) = result {
         eprintln!("vmfs: {e}");

@@ -10,6 +10,7 @@ use vmfs::cluster::{Host, HostConfig, HostEvent};
 use vmfs::volume::{mkfs, MkfsOptions, Volume};
 
 use crate::device::open_device;
+use crate::process::{block_signals, machine_name, wait_signal};
 use crate::units::{human, parse_size};
 
 #[derive(clap::Args, Debug)]
@@ -49,27 +50,6 @@ fn host_uuid(dir: &std::path::Path) -> Result<[u8; 16], String> {
     std::fs::write(&path, vmfs::format::header::uuid_string(&id) + "\n")
         .map_err(|e| format!("{}: {e}", path.display()))?;
     Ok(id)
-}
-
-fn machine_name() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|s| s.trim().to_string())
-        .unwrap_or_else(|_| "localhost".into())
-}
-
-/// Block SIGINT/SIGTERM in every thread (call before spawning any) and
-/// return a waiter for them.
-fn block_signals() -> libc::sigset_t {
-    // SAFETY: sigset_t is plain data; sigemptyset initialises it.
-    let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
-    // SAFETY: valid pointer to a sigset_t we own; standard signal numbers.
-    unsafe {
-        libc::sigemptyset(&mut set);
-        libc::sigaddset(&mut set, libc::SIGINT);
-        libc::sigaddset(&mut set, libc::SIGTERM);
-        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
-    }
-    set
 }
 
 pub fn run(a: &UpArgs) -> Result<(), String> {
@@ -128,7 +108,8 @@ pub fn run(a: &UpArgs) -> Result<(), String> {
         human(space.free_bytes())
     );
     println!("  inspect:  vmfs info {img_s}   vmfs hosts {img_s}   vmfs locks {img_s}");
-    println!("  not served yet by this build: FUSE mount, iSCSI export, NFS export (see README)");
+    println!("  mount the filesystem (another host of the volume): vmfs mount {img_s} DIR");
+    println!("  not served yet by this build: iSCSI export, NFS export (see README)");
     println!("  Ctrl-C to leave cleanly");
     // Fencing is reported from another thread; watch for it while waiting.
     std::thread::spawn(move || {
@@ -137,9 +118,7 @@ pub fn run(a: &UpArgs) -> Result<(), String> {
             std::process::exit(3);
         }
     });
-    let mut sig: libc::c_int = 0;
-    // SAFETY: `set` was initialised above; `sig` is a valid out pointer.
-    unsafe { libc::sigwait(&set, &mut sig) };
+    let sig = wait_signal(&set);
     println!("vmfs up: signal {sig}: leaving the volume cleanly");
     host.leave().map_err(|e| e.to_string())?;
     println!("vmfs up: left cleanly (slot marked CLEAN_EXIT)");

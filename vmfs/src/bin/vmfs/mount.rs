@@ -1,0 +1,198 @@
+//! `vmfs mount DEVICE MOUNTPOINT`: join the volume as a host and serve its
+//! filesystem through FUSE until SIGINT/SIGTERM (or an outside `umount`),
+//! then leave cleanly: handles closed, locks released, slot CLEAN_EXIT,
+//! mount removed. A fenced host fails every request with EIO, unmounts and
+//! exits with status 3.
+
+use std::path::PathBuf;
+use std::sync::mpsc;
+use std::time::Duration;
+
+use vmfs::cluster::{Host, HostConfig, HostEvent, Timeouts};
+use vmfs::fs::Fs;
+use vmfs::fuse::{FuseOptions, Unmounted};
+use vmfs::volume::Volume;
+
+use crate::device::open_device;
+use crate::process::{block_signals, machine_name, wait_signal};
+
+#[derive(clap::Args, Debug)]
+pub struct MountArgs {
+    /// Image file or block device holding the volume.
+    pub device: String,
+    /// Directory to mount the filesystem on.
+    pub mountpoint: PathBuf,
+    /// Host name recorded in the heartbeat slot (default: the machine's).
+    #[arg(long)]
+    pub host_name: Option<String>,
+    /// Heartbeat interval H in ms (default and minimum: the volume's).
+    #[arg(long)]
+    pub heartbeat_ms: Option<u64>,
+    /// I/O timeout T in ms (default and minimum: the volume's).
+    #[arg(long)]
+    pub io_timeout_ms: Option<u64>,
+    /// Self-fence deadline F in ms (default and minimum: the volume's).
+    #[arg(long)]
+    pub self_fence_ms: Option<u64>,
+    /// Dead-after D in ms (default and minimum: the volume's).
+    #[arg(long)]
+    pub dead_after_ms: Option<u64>,
+    /// How long the kernel may cache names and attributes, in ms (other
+    /// hosts' changes show up after at most this long).
+    #[arg(long, default_value_t = 1000)]
+    pub attr_timeout_ms: u64,
+    /// Threads reading requests from the kernel (the filesystem still runs
+    /// one operation at a time).
+    #[arg(long, default_value_t = 2)]
+    pub threads: usize,
+}
+
+/// Why the mount stops.
+enum Stop {
+    Signal(libc::c_int),
+    Unmounted,
+    Fenced(String),
+}
+
+/// The volume's timeouts with the given fields raised (join refuses any
+/// below the volume's minimums, and unsafe combinations).
+fn timeouts(a: &MountArgs, vol: &Volume) -> Option<Timeouts> {
+    let fields = [
+        a.heartbeat_ms,
+        a.io_timeout_ms,
+        a.self_fence_ms,
+        a.dead_after_ms,
+    ];
+    if fields.iter().all(Option::is_none) {
+        return None;
+    }
+    let mut t = Timeouts::from_minimums(&vol.header.timeouts);
+    let set = |d: &mut Duration, v: Option<u64>| {
+        if let Some(ms) = v {
+            *d = Duration::from_millis(ms);
+        }
+    };
+    set(&mut t.heartbeat, a.heartbeat_ms);
+    set(&mut t.io_timeout, a.io_timeout_ms);
+    set(&mut t.self_fence, a.self_fence_ms);
+    set(&mut t.dead_after, a.dead_after_ms);
+    Some(t)
+}
+
+pub fn run(a: &MountArgs) -> Result<(), String> {
+    let set = block_signals();
+    if !a.mountpoint.is_dir() {
+        return Err(format!("{}: not a directory", a.mountpoint.display()));
+    }
+    let dev = open_device(&a.device, None, false)?;
+    let vol = Volume::open(dev).map_err(|e| format!("{}: {e}", a.device))?;
+    let mut cfg = HostConfig::new(&a.host_name.clone().unwrap_or_else(machine_name));
+    cfg.timeouts = timeouts(a, &vol);
+    let label = vol.header.label.clone();
+    let host = Host::join(vol, cfg).map_err(|e| format!("joining '{label}': {e}"))?;
+    let (stop_tx, stop_rx) = mpsc::channel::<Stop>();
+    let (host_tx, host_rx) = mpsc::channel();
+    host.subscribe(host_tx);
+    host.start();
+    let fs = match Fs::mount(host.clone()) {
+        Ok(fs) => fs,
+        Err(e) => {
+            let _ = host.leave();
+            return Err(format!("mounting the filesystem of '{label}': {e}"));
+        }
+    };
+    let opts = FuseOptions {
+        ttl: Duration::from_millis(a.attr_timeout_ms),
+        threads: a.threads,
+        fsname: a.device.clone(),
+        allow_other: true,
+        ..FuseOptions::default()
+    };
+    let (destroy_tx, destroy_rx) = mpsc::channel();
+    let mounted = match vmfs::fuse::mount(fs.clone(), &a.mountpoint, &opts, Some(destroy_tx)) {
+        Ok(m) => m,
+        Err(e) => {
+            let _ = fs.unmount();
+            let _ = host.leave();
+            return Err(e.to_string());
+        }
+    };
+    let t = host.timeouts();
+    println!(
+        "vmfs mount: volume '{label}' mounted at {} (host slot {}, H {:?}, D {:?})",
+        a.mountpoint.display(),
+        host.slot(),
+        t.heartbeat,
+        t.dead_after
+    );
+    let tx = stop_tx.clone();
+    std::thread::spawn(move || {
+        let _ = tx.send(Stop::Signal(wait_signal(&set)));
+    });
+    let tx = stop_tx.clone();
+    std::thread::spawn(move || {
+        while let Ok(ev) = host_rx.recv() {
+            match ev {
+                HostEvent::Fenced(why) => {
+                    let _ = tx.send(Stop::Fenced(why));
+                    return;
+                }
+                HostEvent::Recovered { slot, records } => {
+                    println!("vmfs mount: recovered dead host slot {slot} ({records} journal records replayed)");
+                }
+            }
+        }
+    });
+    std::thread::spawn(move || {
+        if destroy_rx.recv().is_ok() {
+            let _ = stop_tx.send(Stop::Unmounted);
+        }
+    });
+    let stop = stop_rx
+        .recv()
+        .map_err(|_| "vmfs mount: lost every stop source".to_string())?;
+    match stop {
+        Stop::Fenced(why) => {
+            mounted.gate().fence();
+            eprintln!("vmfs mount: this host was fenced: {why}; every request now fails with EIO");
+            let mp = a.mountpoint.display();
+            match mounted.unmount() {
+                Ok(Unmounted::Clean) => eprintln!("vmfs mount: {mp} unmounted"),
+                Ok(Unmounted::Detached) => {
+                    eprintln!("vmfs mount: {mp} detached (files were open)")
+                }
+                Err(e) => eprintln!("vmfs mount: {e}"),
+            }
+            host.abandon();
+            std::process::exit(3);
+        }
+        Stop::Signal(sig) => {
+            println!("vmfs mount: signal {sig}: unmounting cleanly");
+        }
+        Stop::Unmounted => println!("vmfs mount: unmounted from outside; leaving cleanly"),
+    }
+    mounted.gate().stop();
+    let mut errors = Vec::new();
+    if let Err(e) = fs.unmount() {
+        errors.push(format!("closing files: {e}"));
+    }
+    drop(fs);
+    if let Err(e) = host.leave() {
+        errors.push(format!("leaving the volume: {e}"));
+    } else {
+        println!("vmfs mount: left the volume cleanly (slot marked CLEAN_EXIT)");
+    }
+    match mounted.unmount() {
+        Ok(Unmounted::Clean) => println!("vmfs mount: {} unmounted", a.mountpoint.display()),
+        Ok(Unmounted::Detached) => println!(
+            "vmfs mount: {} detached (files were open; they now fail with EIO)",
+            a.mountpoint.display()
+        ),
+        Err(e) => errors.push(e.to_string()),
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(errors.join("; "))
+    }
+}

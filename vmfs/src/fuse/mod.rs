@@ -1,0 +1,171 @@
+//! The kernel's FUSE front end over [`Fs`]: `vmfs mount` serves a joined
+//! volume at a mount point through `/dev/fuse` (the `fuser` crate, mounted
+//! directly as root; no libfuse).
+//!
+//! Every request becomes one [`Fs`] call; [`FsError::errno`] gives the
+//! reply. Requests may be read by several kernel-facing threads, but `Fs`
+//! runs one operation at a time per host (its mutex), so they are serialized.
+//!
+//! Coherence between hosts: entries and attributes are cached by the kernel
+//! for [`FuseOptions::ttl`]; an open drops the file's page cache (close-to-
+//! open consistency, as NFS), and with `FUSE_AUTO_INVAL_DATA` a size or
+//! mtime change seen after the TTL drops it too. Writes go straight through
+//! (no write-back cache), so what one host wrote is on the device before
+//! its `write(2)` returns; `fsync` makes it durable.
+//!
+//! Once the host is fenced or the mount is stopping, every request fails
+//! with EIO.
+
+mod attr;
+mod dispatch;
+mod file;
+mod namespace;
+mod nodes;
+mod session;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::Sender;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use fuser::Errno;
+
+use crate::fs::{Fs, FsError};
+
+pub use session::{detach, mount, MountError, Mounted, Unmounted};
+
+use nodes::Nodes;
+
+/// How a mount is served.
+#[derive(Debug, Clone)]
+pub struct FuseOptions {
+    /// How long the kernel may cache names and attributes.
+    pub ttl: Duration,
+    /// Threads reading requests from the kernel (at least 1).
+    pub threads: usize,
+    /// Source name shown in /proc/mounts.
+    pub fsname: String,
+    /// Let users other than root use the mount (permissions are checked
+    /// by the kernel from the mode bits: `default_permissions`).
+    pub allow_other: bool,
+    /// How long an open that finds the file busy on another host retries
+    /// before EBUSY. The kernel releases a closed file asynchronously, so
+    /// a host that just closed it may hold its lock a little longer.
+    pub open_busy_wait: Duration,
+}
+
+impl Default for FuseOptions {
+    fn default() -> FuseOptions {
+        FuseOptions {
+            ttl: Duration::from_secs(1),
+            threads: 2,
+            fsname: "vmfs".into(),
+            allow_other: true,
+            open_busy_wait: Duration::from_millis(300),
+        }
+    }
+}
+
+/// Why requests are refused with EIO.
+#[derive(Debug, Default)]
+pub struct Gate {
+    stopping: AtomicBool,
+    fenced: AtomicBool,
+}
+
+impl Gate {
+    /// Refuse every further request (clean shutdown under way).
+    pub fn stop(&self) {
+        self.stopping.store(true, Ordering::SeqCst);
+    }
+
+    /// The host was fenced: refuse every further request.
+    pub fn fence(&self) {
+        self.fenced.store(true, Ordering::SeqCst);
+    }
+
+    pub fn is_fenced(&self) -> bool {
+        self.fenced.load(Ordering::SeqCst)
+    }
+
+    fn open(&self) -> bool {
+        !self.stopping.load(Ordering::SeqCst) && !self.fenced.load(Ordering::SeqCst)
+    }
+}
+
+/// The FUSE filesystem: an [`Fs`] plus what the kernel protocol needs.
+#[derive(Debug)]
+pub struct VmfsFuse {
+    fs: Fs,
+    gate: Arc<Gate>,
+    nodes: Nodes,
+    ttl: Duration,
+    open_busy_wait: Duration,
+    /// File block size (st_blksize).
+    block_size: u32,
+    /// Told when the kernel ends the session (an outside `umount`).
+    on_destroy: Mutex<Option<Sender<()>>>,
+}
+
+/// A request's result: the reply or the errno.
+type Res<T> = Result<T, Errno>;
+
+/// The errno for a filesystem error; EIO-class errors are logged.
+pub fn errno_of(e: &FsError) -> i32 {
+    let n = e.errno();
+    if n == libc::EIO {
+        tracing::warn!("fuse: {e}");
+    } else {
+        tracing::debug!("fuse: {e}");
+    }
+    n
+}
+
+fn fail(e: FsError) -> Errno {
+    Errno::from_i32(errno_of(&e))
+}
+
+impl VmfsFuse {
+    /// Serve `fs`. Its root must be inode 1 (FUSE's root node id).
+    pub fn new(fs: Fs, opts: &FuseOptions) -> Result<VmfsFuse, FsError> {
+        if fs.root() != fuser::INodeNo::ROOT.0 {
+            return Err(FsError::Invalid(format!(
+                "volume root is inode {}, FUSE needs it at {}",
+                fs.root(),
+                fuser::INodeNo::ROOT.0
+            )));
+        }
+        let block_size = fs.statfs()?.block_size;
+        Ok(VmfsFuse {
+            fs,
+            gate: Arc::new(Gate::default()),
+            nodes: Nodes::default(),
+            ttl: opts.ttl,
+            open_busy_wait: opts.open_busy_wait,
+            block_size: u32::try_from(block_size).unwrap_or(u32::MAX),
+            on_destroy: Mutex::new(None),
+        })
+    }
+
+    /// The switch that refuses requests (shared with whoever runs the mount).
+    pub fn gate(&self) -> Arc<Gate> {
+        self.gate.clone()
+    }
+
+    /// Be told on `tx` when the kernel ends the session.
+    pub fn notify_destroy(&self, tx: Sender<()>) {
+        *self.on_destroy.lock().unwrap_or_else(|e| e.into_inner()) = Some(tx);
+    }
+
+    /// EIO once fenced or stopping.
+    fn gate_check(&self) -> Res<()> {
+        if !self.gate.open() {
+            return Err(Errno::EIO);
+        }
+        if self.fs.host().is_fenced() {
+            self.gate.fence();
+            return Err(Errno::EIO);
+        }
+        Ok(())
+    }
+}
