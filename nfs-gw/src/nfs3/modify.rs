@@ -205,6 +205,7 @@ pub(super) fn create(ctx: &Ctx<'_>, d: &mut Decoder<'_>, e: &mut Encoder) -> R {
             })
         }
     };
+    tracing::debug!(?how, name = %String::from_utf8_lossy(raw), "CREATE");
     let mut before = None;
     let r = (|| {
         let t = dir_for_change(ctx, fh, &mut before)?;
