@@ -121,6 +121,15 @@ impl Client {
         }
     }
 
+    /// Closes our sending side (the server then sees end of stream).
+    pub fn shutdown_write(&mut self) {
+        let _ = self.s.shutdown(std::net::Shutdown::Write);
+    }
+
+    pub fn set_timeout(&mut self, d: Duration) {
+        self.s.set_read_timeout(Some(d)).unwrap();
+    }
+
     /// Sends raw bytes (for hostile-input tests).
     pub fn send_raw(&mut self, b: &[u8]) -> std::io::Result<()> {
         self.s.write_all(b)
