@@ -72,3 +72,47 @@ pub async fn register(pmap: SocketAddr, port: u16) -> std::io::Result<bool> {
     }
     Ok(ok)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::{read_record, write_record};
+    use tokio::net::TcpListener;
+
+    /// A fake portmapper records the SET calls it receives.
+    #[tokio::test]
+    async fn registers_nfs_and_mount_on_our_port() {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let server = tokio::spawn(async move {
+            let mut seen = Vec::new();
+            for _ in 0..4 {
+                let (mut s, _) = l.accept().await.unwrap();
+                let mut buf = Vec::new();
+                assert!(read_record(&mut s, &mut buf, 4096).await.unwrap());
+                let h = rpc::parse_call(&buf).unwrap();
+                assert_eq!((h.prog, h.vers), (PMAP_PROG, PMAP_VERS));
+                let mut d = Decoder::new(h.args);
+                let m: Vec<u32> = (0..4).map(|_| d.u32("m").unwrap()).collect();
+                seen.push((h.proc_num, m));
+                let mut e = rpc::accepted(h.xid, rpc::AcceptStat::Success);
+                e.bool(true);
+                write_record(&mut s, e.as_slice()).await.unwrap();
+            }
+            seen
+        });
+        assert!(register(addr, 20049).await.unwrap());
+        let seen = server.await.unwrap();
+        assert!(seen.contains(&(PMAPPROC_SET, vec![100003, 3, IPPROTO_TCP, 20049])));
+        assert!(seen.contains(&(PMAPPROC_SET, vec![100005, 3, IPPROTO_TCP, 20049])));
+        assert!(seen.iter().any(|(p, _)| *p == PMAPPROC_UNSET));
+    }
+
+    #[tokio::test]
+    async fn no_portmapper_is_an_error_not_a_hang() {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        drop(l);
+        assert!(register(addr, 1).await.is_err());
+    }
+}

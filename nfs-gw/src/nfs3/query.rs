@@ -75,9 +75,15 @@ pub(super) fn access(ctx: &Ctx<'_>, d: &mut Decoder<'_>, e: &mut Encoder) -> R {
             t.ex.backend
                 .access(t.id, &caller, want & access::ALL)
                 .map_err(|x| status_of(&x))?;
+        // Owner override (see `Ctx::permit`) only adds what the mode bits
+        // deny; never what the backend itself took away (e.g. a file
+        // another vmfs host holds).
+        let by_mode = crate::backend::access_bits(&a, &caller, want & access::ALL);
+        let taken_by_backend = by_mode & !got;
         if a.ftype == FileType::Regular && caller.uid == a.uid {
             got |= want & (access::READ | access::MODIFY | access::EXTEND);
         }
+        got &= !taken_by_backend;
         if t.ex.options.read_only {
             got &= !(access::MODIFY | access::EXTEND | access::DELETE);
         }
