@@ -191,3 +191,46 @@ fn rustix_is_root() -> bool {
         })
         .unwrap_or(false)
 }
+
+#[test]
+fn config_file_with_two_exports() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    let a = tempfile::tempdir().unwrap();
+    let b = tempfile::tempdir().unwrap();
+    fs::write(a.path().join("in-a"), b"A").unwrap();
+    fs::write(b.path().join("in-b"), b"B").unwrap();
+    let cfg_dir = tempfile::tempdir().unwrap();
+    let cfg = cfg_dir.path().join("gw.toml");
+    fs::write(
+        &cfg,
+        format!(
+            "listen = \"127.0.0.1:0\"\nrpcbind = false\n\
+             [[export]]\nname = \"alpha\"\ndir = {:?}\nroot_squash = false\n\
+             [[export]]\nname = \"beta\"\ndir = {:?}\nroot_squash = false\nread_only = true\n",
+            a.path(),
+            b.path()
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_nfs-gw"))
+        .arg("--config")
+        .arg(&cfg)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let port: u16 = line.trim().rsplit(':').next().unwrap().parse().unwrap();
+    let url = |e: &str, p: &str| format!("nfs://127.0.0.1/{e}{p}?nfsport={port}&mountport={port}");
+    let la = run_tool("nfs-ls", &[&url("alpha", "")]);
+    let lb = run_tool("nfs-ls", &[&url("beta", "")]);
+    let _ = child.kill();
+    let _ = child.wait();
+    let la = String::from_utf8_lossy(&la.stdout);
+    let lb = String::from_utf8_lossy(&lb.stdout);
+    assert!(la.contains("in-a") && !la.contains("in-b"), "{la}");
+    assert!(lb.contains("in-b") && !lb.contains("in-a"), "{lb}");
+}
