@@ -70,6 +70,25 @@ pub fn verify(block: &[u8], kind: &'static str, magic: u32, addr: u64) -> Result
     Ok(())
 }
 
+/// [`verify`] a block that must be exactly `len` bytes (the fixed-size
+/// structures: header, slot, lock record, cluster header, inode body).
+pub fn verify_sized(
+    block: &[u8],
+    len: usize,
+    kind: &'static str,
+    magic: u32,
+    addr: u64,
+) -> Result<(), FormatError> {
+    if block.len() != len {
+        return Err(FormatError::Truncated {
+            kind,
+            addr,
+            len: block.len(),
+        });
+    }
+    verify(block, kind, magic, addr)
+}
+
 /// True if every byte is zero (a region never written since mkfs).
 pub fn is_zeroed(block: &[u8]) -> bool {
     block.iter().all(|&b| b == 0)

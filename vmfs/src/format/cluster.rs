@@ -19,7 +19,7 @@
 //! `resource_count`, and bits at or above it are clear. Decoding checks both.
 
 use super::addr::ResourceKind;
-use super::block::{get_u32, get_u64, put_u32, put_u64, seal, verify};
+use super::block::{get_u32, get_u64, put_u32, put_u64, seal, verify_sized};
 use super::{FormatError, SECTOR};
 
 /// Magic of a cluster header ("VCLS").
@@ -121,14 +121,7 @@ impl ClusterHeader {
 
     /// Decode and validate a header block read from `addr`.
     pub fn decode(b: &[u8], addr: u64) -> Result<ClusterHeader, FormatError> {
-        if b.len() != CLUSTER_HEADER_LEN {
-            return Err(FormatError::Truncated {
-                kind: KIND,
-                addr,
-                len: b.len(),
-            });
-        }
-        verify(b, KIND, CLUSTER_MAGIC, addr)?;
+        verify_sized(b, CLUSTER_HEADER_LEN, KIND, CLUSTER_MAGIC, addr)?;
         let kind = ResourceKind::from_code(b[16])
             .ok_or_else(|| bad(addr, "kind", format!("unknown resource kind {}", b[16])))?;
         let resource_count = get_u32(b, 32);

@@ -4,7 +4,7 @@
 use serde::Serialize;
 
 use super::addr::ResourceKind;
-use super::block::{get_u32, get_u64, put_u32, put_u64, seal, verify};
+use super::block::{get_u32, get_u64, put_u32, put_u64, seal, verify_sized};
 use super::FormatError;
 
 /// Magic of the volume header ("VMFS").
@@ -137,14 +137,7 @@ impl Header {
 
     /// Decode and validate a header block read from `addr`.
     pub fn decode(b: &[u8], addr: u64) -> Result<Header, FormatError> {
-        if b.len() != HEADER_LEN {
-            return Err(FormatError::Truncated {
-                kind: KIND,
-                addr,
-                len: b.len(),
-            });
-        }
-        verify(b, KIND, HEADER_MAGIC, addr)?;
+        verify_sized(b, HEADER_LEN, KIND, HEADER_MAGIC, addr)?;
         let version = get_u32(b, 16);
         if get_u32(b, 20) != 0 {
             return Err(bad(

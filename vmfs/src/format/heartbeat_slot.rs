@@ -24,7 +24,7 @@
 //!    184  328 reserved        zero
 //! ```
 
-use super::block::{get_u16, get_u32, get_u64, put_u16, put_u32, put_u64, seal, verify};
+use super::block::{get_u16, get_u32, get_u64, put_u16, put_u32, put_u64, seal, verify_sized};
 use super::lock_record::Holder;
 use super::{FormatError, SECTOR};
 
@@ -129,14 +129,7 @@ impl HeartbeatSlot {
 
     /// Decode and validate a sector read from `addr`.
     pub fn decode(b: &[u8], addr: u64) -> Result<Self, FormatError> {
-        if b.len() != SECTOR {
-            return Err(FormatError::Truncated {
-                kind: KIND,
-                addr,
-                len: b.len(),
-            });
-        }
-        verify(b, KIND, HEARTBEAT_MAGIC, addr)?;
+        verify_sized(b, SECTOR, KIND, HEARTBEAT_MAGIC, addr)?;
         let state = match b[16] {
             0 => SlotState::Free,
             1 => SlotState::Live,

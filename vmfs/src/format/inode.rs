@@ -29,7 +29,7 @@
 //!    656 2928 inline         inline data (INLINE) — zero otherwise
 //! ```
 
-use super::block::{get_u32, get_u64, put_u32, put_u64, seal, verify};
+use super::block::{get_u32, get_u64, put_u32, put_u64, seal, verify_sized};
 use super::{FormatError, SECTOR};
 
 /// Magic of an inode body ("VINO").
@@ -133,14 +133,7 @@ impl Inode {
 
     /// Decode and validate a body read from `addr`.
     pub fn decode(b: &[u8], addr: u64) -> Result<Inode, FormatError> {
-        if b.len() != INODE_BODY_LEN {
-            return Err(FormatError::Truncated {
-                kind: KIND,
-                addr,
-                len: b.len(),
-            });
-        }
-        verify(b, KIND, INODE_MAGIC, addr)?;
+        verify_sized(b, INODE_BODY_LEN, KIND, INODE_MAGIC, addr)?;
         let inline_len = get_u32(b, 100) as usize;
         if inline_len > INLINE_CAP {
             return Err(bad(

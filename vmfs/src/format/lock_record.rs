@@ -22,7 +22,7 @@
 //! MULTI_WRITER one or more; TRANSFER only with EXCLUSIVE. A record that fails
 //! its envelope check is never FREE (decode returns an error).
 
-use super::block::{get_u16, get_u64, put_u16, put_u64, seal, verify};
+use super::block::{get_u16, get_u64, put_u16, put_u64, seal, verify_sized};
 use super::{FormatError, SECTOR};
 
 /// Magic of a lock record ("VLCK").
@@ -140,14 +140,7 @@ impl LockRecord {
 
     /// Decode and validate a sector read from `addr`.
     pub fn decode(b: &[u8], addr: u64) -> Result<Self, FormatError> {
-        if b.len() != SECTOR {
-            return Err(FormatError::Truncated {
-                kind: KIND,
-                addr,
-                len: b.len(),
-            });
-        }
-        verify(b, KIND, LOCK_MAGIC, addr)?;
+        verify_sized(b, SECTOR, KIND, LOCK_MAGIC, addr)?;
         let mode = LockMode::from_u8(b[24], addr)?;
         let flags = b[25];
         if flags & !1 != 0 {
