@@ -7,6 +7,7 @@ mod locks;
 mod mkfs;
 mod mount;
 mod process;
+mod status;
 mod units;
 mod up;
 
@@ -37,6 +38,8 @@ enum Command {
     Locks(locks::LocksArgs),
     /// Join the volume as a host and mount its filesystem with FUSE, until Ctrl-C.
     Mount(mount::MountArgs),
+    /// Hosts and liveness, locks and open disks, capacity and thin savings, running services.
+    Status(status::StatusArgs),
 }
 
 fn main() {
@@ -55,6 +58,7 @@ fn main() {
         Command::Hosts(a) => hosts::run(a),
         Command::Locks(a) => locks::run(a),
         Command::Mount(a) => mount::run(a),
+        Command::Status(a) => status::run(a),
     };
     if let Err(e) = result {
         eprintln!("vmfs: {e}");
