@@ -73,7 +73,10 @@ fn another_hosts_exclusive_lock_refuses_nfs_writes() {
             }
         }
     };
-    assert!(first_busy, "the gateway's write handle was not holding the lock");
+    assert!(
+        first_busy,
+        "the gateway's write handle was not holding the lock"
+    );
 
     // Now the other host holds it EXCLUSIVE (a running VM's disk).
     for stable in [FILE_SYNC, UNSTABLE] {
@@ -164,7 +167,10 @@ fn handles_survive_restarts_and_the_verifier_changes() {
     let d = c.mkdir(&r, b"dir").unwrap();
     let f = c.create(&d, b"file", 1).unwrap();
     let (_, committed, v1) = c.write(&f, 0, b"hello", UNSTABLE).unwrap();
-    assert_eq!(committed, UNSTABLE, "an UNSTABLE write is answered UNSTABLE");
+    assert_eq!(
+        committed, UNSTABLE,
+        "an UNSTABLE write is answered UNSTABLE"
+    );
     assert_eq!(c.commit(&f).unwrap(), v1);
     let (_, committed, _) = c.write(&f, 5, b" world", FILE_SYNC).unwrap();
     assert_eq!(committed, FILE_SYNC);
@@ -177,7 +183,11 @@ fn handles_survive_restarts_and_the_verifier_changes() {
     c.write(&sp, 200 << 20, b"end", FILE_SYNC).unwrap();
     assert_eq!(c.getattr(&sp).unwrap().size, (200 << 20) + 3);
     let (_, free1) = fsstat(&mut c, &r);
-    assert!(free0 - free1 <= 2 << 20, "sparse write used {}", free0 - free1);
+    assert!(
+        free0 - free1 <= 2 << 20,
+        "sparse write used {}",
+        free0 - free1
+    );
     let chunk = vec![7u8; 1 << 20];
     for i in 0..64u64 {
         c.write(&sp, i << 20, &chunk, UNSTABLE).unwrap();
@@ -207,7 +217,10 @@ fn handles_survive_restarts_and_the_verifier_changes() {
     gw.kill();
     let gw = VmfsGateway::start(&img, "rs", &[]);
     let mut c = Client::connect(gw.addr());
-    assert_eq!(c.read(&f, 0, 100).unwrap(), (b"hello world!".to_vec(), true));
+    assert_eq!(
+        c.read(&f, 0, 100).unwrap(),
+        (b"hello world!".to_vec(), true)
+    );
     assert_ne!(c.commit(&f).unwrap(), v2);
     assert_eq!(c.getattr(&r).unwrap().ftype, 2);
     gw.stop();

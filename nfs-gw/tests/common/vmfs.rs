@@ -19,6 +19,11 @@ pub fn timeouts() -> Timeouts {
 
 /// A fresh sparse image `dir/vol.img` of `size` bytes labelled `label`.
 pub fn make_image(dir: &Path, size: u64, label: &str) -> PathBuf {
+    make_image_with(dir, size, label, None)
+}
+
+/// [`make_image`] with a number of inodes.
+pub fn make_image_with(dir: &Path, size: u64, label: &str, inodes: Option<u64>) -> PathBuf {
     let img = dir.join("vol.img");
     let dev: SharedDev = Arc::new(
         FileDev::open(
@@ -35,6 +40,7 @@ pub fn make_image(dir: &Path, size: u64, label: &str) -> PathBuf {
         &MkfsOptions {
             label: label.into(),
             max_hosts: 8,
+            inodes,
             timeouts: timeouts().to_minimums(),
             ..Default::default()
         },
@@ -120,7 +126,12 @@ impl VmfsGateway {
     pub fn start(img: &Path, label: &str, extra: &[&str]) -> VmfsGateway {
         let mut child = Command::new(env!("CARGO_BIN_EXE_nfs-gw"))
             .arg(img)
-            .args(["--listen", "127.0.0.1:0", "--no-rpcbind", "--no-root-squash"])
+            .args([
+                "--listen",
+                "127.0.0.1:0",
+                "--no-rpcbind",
+                "--no-root-squash",
+            ])
             .args(["--host-name", "nfs-gw-test"])
             .args(extra)
             .env("NFS_GW_LOG", "warn")
@@ -206,4 +217,19 @@ pub fn slots(img: &Path) -> Vec<(String, vmfs::format::SlotState)> {
         .filter(|s| s.state != vmfs::format::SlotState::Free)
         .map(|s| (s.host_name.clone(), s.state))
         .collect()
+}
+
+/// A temporary directory in memory (/dev/shm) when there is one: for tests
+/// whose subject is not flush latency (thousands of journal commits).
+pub fn memory_tempdir() -> tempfile::TempDir {
+    let shm = Path::new("/dev/shm");
+    if shm.is_dir() {
+        if let Ok(d) = tempfile::Builder::new()
+            .prefix("nfsgw-test")
+            .tempdir_in(shm)
+        {
+            return d;
+        }
+    }
+    tempfile::tempdir().expect("tempdir")
 }
