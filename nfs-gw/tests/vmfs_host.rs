@@ -226,3 +226,37 @@ fn handles_survive_restarts_and_the_verifier_changes() {
     gw.stop();
     all_left_cleanly(&img);
 }
+
+/// Another host rewriting the root directory's inode in place while NFS
+/// clients read it: no call may fail (an unlocked read can catch an inode
+/// body half-written and must be retried, not reported as an error).
+#[test]
+fn reads_while_another_host_changes_the_directory() {
+    let tmp = common::vmfs::memory_tempdir();
+    let img = make_image(tmp.path(), 256 << 20, "busy");
+    let gw = VmfsGateway::start(&img, "busy", &[]);
+    let other = OtherHost::join(&img, "churner");
+    let done = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let root = other.fs.root();
+            for i in 0..1500 {
+                let n = format!("churn-{i}");
+                other.fs.create(root, n.as_bytes(), 0o644, 0, 0).unwrap();
+                other.fs.unlink(root, n.as_bytes()).unwrap();
+            }
+            done.store(true, std::sync::atomic::Ordering::SeqCst);
+        });
+        let mut c = Client::connect(gw.addr());
+        let r = root(&mut c, "busy");
+        let mut calls = 0;
+        while !done.load(std::sync::atomic::Ordering::SeqCst) {
+            c.getattr(&r).expect("getattr of the root");
+            c.readdir(&r, 0, [0; 8], 4096, true).expect("readdir");
+            calls += 2;
+        }
+        eprintln!("{calls} calls during the churn");
+    });
+    other.leave();
+    gw.stop();
+}

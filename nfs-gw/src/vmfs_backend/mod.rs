@@ -58,9 +58,13 @@ pub fn backend_error(e: FsError) -> BackendError {
             }
             // A fenced host must not write: the volume is read-only to us.
             ClusterError::Fenced(_) => BackendError::ReadOnly,
-            other => BackendError::Io(other.to_string()),
+            other => {
+                tracing::warn!(error = %other, "vmfs cluster error");
+                BackendError::Io(other.to_string())
+            }
         },
         e @ (FsError::Corrupt { .. } | FsError::Format(_) | FsError::Device(_)) => {
+            tracing::warn!(error = %e, "vmfs I/O error");
             BackendError::Io(e.to_string())
         }
     }
@@ -119,13 +123,37 @@ pub(crate) fn attr_of(a: &FsAttr, fsid: u64) -> Attr {
     }
 }
 
+/// Reads (of objects another host may be changing) tried this many times.
+const TORN_TRIES: u32 = 20;
+
+/// Runs a read-only filesystem call, again when it fails on a block that
+/// does not verify. `Fs` reads inodes that are not open here without a
+/// lock, so another host's in-place rewrite of one can be read half-done
+/// (a checksum mismatch); it settles within the writer's one operation.
+/// Other decode errors (a never-used inode reads as zeros: bad magic) are
+/// final.
+pub(crate) fn settled<T>(mut f: impl FnMut() -> vmfs::fs::FsResult<T>) -> vmfs::fs::FsResult<T> {
+    let mut tries = 1;
+    loop {
+        match f() {
+            Err(FsError::Format(vmfs::format::FormatError::BadChecksum { .. }))
+                if tries < TORN_TRIES =>
+            {
+                tries += 1;
+                std::thread::sleep(Duration::from_millis(u64::from(tries)));
+            }
+            r => return r,
+        }
+    }
+}
+
 /// Attributes of `id` if it still names a live inode of that generation.
 pub(crate) fn live_attr(fs: &Fs, id: FileId) -> BResult<FsAttr> {
     let stale = BackendError::Stale {
         ino: id.ino,
         gen: id.gen,
     };
-    match fs.getattr(id.ino) {
+    match settled(|| fs.getattr(id.ino)) {
         Ok(a) if a.generation == id.gen && a.nlink > 0 => Ok(a),
         Ok(_) => Err(stale),
         // Out of range, or a body that never held an inode (zeroed, not
@@ -225,6 +253,43 @@ mod tests {
         ] {
             assert_eq!(nanos(timestamp(ns)), ns);
         }
+    }
+
+    #[test]
+    fn torn_reads_are_retried_then_reported() {
+        let torn = || {
+            FsError::Format(vmfs::format::FormatError::BadChecksum {
+                kind: "inode",
+                addr: 4096,
+                stored: 1,
+                computed: 2,
+            })
+        };
+        let mut n = 0;
+        let r = settled(|| {
+            n += 1;
+            if n < 3 {
+                Err(torn())
+            } else {
+                Ok(n)
+            }
+        });
+        assert_eq!(r.unwrap(), 3);
+        let mut n = 0;
+        let r: vmfs::fs::FsResult<()> = settled(|| {
+            n += 1;
+            Err(torn())
+        });
+        assert!(matches!(r, Err(FsError::Format(_))));
+        assert_eq!(n, TORN_TRIES);
+        // Other errors are not retried.
+        let mut n = 0;
+        let r: vmfs::fs::FsResult<()> = settled(|| {
+            n += 1;
+            Err(FsError::NotFound("x".into()))
+        });
+        assert!(r.is_err());
+        assert_eq!(n, 1);
     }
 
     #[test]

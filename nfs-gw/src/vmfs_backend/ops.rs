@@ -3,7 +3,7 @@
 
 use vmfs::fs::{Attr as FsAttr, SetAttr as FsSetAttr};
 
-use super::{attr_of, backend_error, id_of, live_attr, nanos, VmfsBackend};
+use super::{attr_of, backend_error, id_of, live_attr, nanos, settled, VmfsBackend};
 use crate::backend::{
     Attr, BResult, Backend, BackendError, Caller, CreateHow, DirEntry, FileId, FsProperties,
     FsStat, Name, ReadDir, ReadOk, SetAttr, SetTime, SpecialNode, StableHow, Timestamp, WriteOk,
@@ -127,22 +127,19 @@ impl Backend for VmfsBackend {
 
     fn lookup(&self, dir: FileId, name: &Name) -> BResult<(FileId, Attr)> {
         self.live_dir(dir)?;
-        let a = self
-            .fs
-            .lookup(dir.ino, name.as_bytes())
-            .map_err(backend_error)?;
+        let a = settled(|| self.fs.lookup(dir.ino, name.as_bytes())).map_err(backend_error)?;
         Ok((id_of(&a), self.nfs_attr(&a)))
     }
 
     fn parent(&self, dir: FileId) -> BResult<FileId> {
         self.live_dir(dir)?;
-        let a = self.fs.lookup(dir.ino, b"..").map_err(backend_error)?;
+        let a = settled(|| self.fs.lookup(dir.ino, b"..")).map_err(backend_error)?;
         Ok(id_of(&a))
     }
 
     fn readlink(&self, id: FileId) -> BResult<Vec<u8>> {
         live_attr(&self.fs, id)?;
-        self.fs.readlink(id.ino).map_err(backend_error)
+        settled(|| self.fs.readlink(id.ino)).map_err(backend_error)
     }
 
     fn read(&self, id: FileId, offset: u64, count: u32) -> BResult<ReadOk> {
@@ -156,7 +153,7 @@ impl Backend for VmfsBackend {
             .read(u.fh(), offset, count as usize)
             .map_err(backend_error)?;
         drop(u);
-        let a = self.fs.getattr(id.ino).map_err(backend_error)?;
+        let a = settled(|| self.fs.getattr(id.ino)).map_err(backend_error)?;
         let end = offset.saturating_add(data.len() as u64);
         Ok(ReadOk {
             eof: end >= a.size,
@@ -185,7 +182,7 @@ impl Backend for VmfsBackend {
             StableHow::FileSync
         };
         drop(u);
-        let a = self.fs.getattr(id.ino).map_err(backend_error)?;
+        let a = settled(|| self.fs.getattr(id.ino)).map_err(backend_error)?;
         Ok(WriteOk {
             count: n as u32,
             committed,
@@ -239,7 +236,7 @@ impl Backend for VmfsBackend {
                 _ => self.finish_create(a, &set),
             },
             Err(vmfs::fs::FsError::Exists(_)) => {
-                let a = self.fs.lookup(dir.ino, n).map_err(backend_error)?;
+                let a = settled(|| self.fs.lookup(dir.ino, n)).map_err(backend_error)?;
                 match how {
                     CreateHow::Guarded(_) => Err(BackendError::Exist),
                     CreateHow::Exclusive(v) => {
@@ -386,18 +383,15 @@ impl Backend for VmfsBackend {
             return Err(BackendError::BadCookie);
         }
         let max = max_entries.min(READDIR_MAX);
-        let mut items = self
-            .fs
-            .readdir(dir.ino, cookie, max + 1)
-            .map_err(backend_error)?;
+        let mut items =
+            settled(|| self.fs.readdir(dir.ino, cookie, max + 1)).map_err(backend_error)?;
         let eof = items.len() <= max;
         items.truncate(max);
         let mut entries = Vec::with_capacity(items.len());
         for it in items {
             let extra = if plus {
                 // An entry removed since it was listed gets no attributes.
-                self.fs
-                    .getattr(it.ino)
+                settled(|| self.fs.getattr(it.ino))
                     .ok()
                     .filter(|a| a.nlink > 0)
                     .map(|a| (id_of(&a), self.nfs_attr(&a)))
