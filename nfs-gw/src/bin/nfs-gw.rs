@@ -30,6 +30,16 @@ use std::sync::{mpsc, Arc};
 use std::time::Duration;
 use vmfs::cluster::HostEvent;
 
+/// Prints a line on stdout, ignoring a closed stdout (a supervisor that
+/// only read the banner must not bring the gateway down).
+macro_rules! say {
+    ($($t:tt)*) => {{
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, $($t)*);
+        let _ = out.flush();
+    }};
+}
+
 #[derive(Parser, Debug)]
 #[command(
     name = "nfs-gw",
@@ -191,7 +201,7 @@ fn leave(run: Running) -> bool {
     for h in run.hosts {
         let label = h.label();
         match h.leave() {
-            Ok(()) => println!("nfs-gw: left volume '{label}' cleanly (slot CLEAN_EXIT)"),
+            Ok(()) => say!("nfs-gw: left volume '{label}' cleanly (slot CLEAN_EXIT)"),
             Err(e) => {
                 eprintln!("nfs-gw: {e}");
                 ok = false;
@@ -248,11 +258,10 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    println!("nfs-gw listening on {}", gw.local_addr());
+    say!("nfs-gw listening on {}", gw.local_addr());
     for p in &paths {
-        println!("exporting {p}");
+        say!("exporting {p}");
     }
-    let _ = std::io::stdout().flush();
     let (stop_tx, stop_rx) = mpsc::channel();
     let tx = stop_tx.clone();
     std::thread::spawn(move || {
@@ -266,7 +275,7 @@ fn main() -> ExitCode {
                     return;
                 }
                 HostEvent::Recovered { slot, records } => {
-                    println!("nfs-gw: '{label}': recovered dead host slot {slot} ({records} journal records replayed)");
+                    say!("nfs-gw: '{label}': recovered dead host slot {slot} ({records} journal records replayed)");
                 }
             }
         }
@@ -276,7 +285,7 @@ fn main() -> ExitCode {
             eprintln!("nfs-gw: this host was fenced on '{label}': {why}; exiting");
             std::process::exit(3);
         }
-        Ok(Stop::Signal(sig)) => println!("nfs-gw: signal {sig}: stopping cleanly"),
+        Ok(Stop::Signal(sig)) => say!("nfs-gw: signal {sig}: stopping cleanly"),
         Err(_) => eprintln!("nfs-gw: lost every stop source; stopping"),
     }
     let mut ok = true;
