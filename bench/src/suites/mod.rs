@@ -1,6 +1,7 @@
 //! The benchmark suites. Each issue adds its suite here.
 
 pub mod locks;
+pub mod nfs;
 pub mod raw;
 
 use crate::harness::Row;
@@ -24,5 +25,10 @@ pub fn all() -> Vec<Suite> {
         name: "locks",
         about: "lock acquire+release rate vs raw CAS, heartbeat I/O per beat with 10,000 locks held, takeover time",
         run: locks::run,
+    },
+    Suite {
+        name: "nfs",
+        about: "nfs-cp 1 GiB write and read through nfs-gw (vmfs image) vs nfs-ganesha VFS (plain directory), same disk",
+        run: nfs::run,
     }]
 }
