@@ -130,7 +130,6 @@ pub struct IscsiService {
 }
 
 #[derive(Debug, Clone)]
-#[allow(dead_code)] // read once the NFS gateway is wired in
 pub struct NfsService {
     pub listen: SocketAddr,
     pub allow: Vec<String>,
@@ -262,7 +261,7 @@ impl UpConfig {
                     .or(n.listen)
                     .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 2049))),
                 allow: n.allow.clone().unwrap_or_default(),
-                root_squash: n.root_squash.unwrap_or(false),
+                root_squash: n.root_squash.unwrap_or(true),
                 read_only: n.read_only.unwrap_or(false),
             })
         };

@@ -268,17 +268,37 @@ pub fn run(a: &UpArgs) -> Result<(), String> {
     };
 
     // NFS.
-    match &c.nfs {
-        None => st
-            .services
-            .push(svc("nfs", "disabled", "", "disabled by configuration")),
-        Some(n) => st.services.push(svc(
-            "nfs",
-            "failed",
-            &n.listen.to_string(),
-            "the NFS gateway is not wired into `vmfs up` in this build",
-        )),
-    }
+    let host_name = c.host_name.clone().unwrap_or_else(machine_name);
+    let nfs = match &c.nfs {
+        None => {
+            st.services
+                .push(svc("nfs", "disabled", "", "disabled by configuration"));
+            None
+        }
+        Some(n) => match services::start_nfs(&c.image, &c.dir, &host_name, n) {
+            Ok(x) => {
+                let url = format!(
+                    "nfs://{}{}?nfsport={}&mountport={}",
+                    x.addr.ip(),
+                    x.export,
+                    x.addr.port(),
+                    x.addr.port()
+                );
+                st.services.push(svc(
+                    "nfs",
+                    "running",
+                    &x.addr.to_string(),
+                    &format!("nfs-ls '{url}'   (export {})", x.export),
+                ));
+                Some(x)
+            }
+            Err(why) => {
+                st.services
+                    .push(svc("nfs", "failed", &n.listen.to_string(), &why));
+                None
+            }
+        },
+    };
 
     st.write(&c.dir)?;
     print_banner(&st, &host, &img_s);
@@ -332,12 +352,21 @@ pub fn run(a: &UpArgs) -> Result<(), String> {
         println!("vmfs up: iSCSI export stopped");
     }
     if let Stop::Fenced(_) = stop {
+        if let Some(x) = nfs {
+            x.abandon();
+        }
         if let Some(m) = fuse {
             let _ = services::stop_fuse(m);
         }
         host.abandon();
         UpState::remove(&c.dir);
         std::process::exit(3);
+    }
+    if let Some(x) = nfs {
+        match x.stop() {
+            Ok(()) => println!("vmfs up: NFS export stopped, gateway host left cleanly"),
+            Err(e) => errors.push(e),
+        }
     }
     if let Err(e) = fs.unmount() {
         errors.push(format!("closing files: {e}"));

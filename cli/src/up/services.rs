@@ -12,7 +12,7 @@ use iscsi_target::server::Server;
 use vmfs::fs::Fs;
 use vmfs::fuse::{FuseOptions, Mounted, Unmounted};
 
-use super::config::{FuseService, IscsiService};
+use super::config::{FuseService, IscsiService, NfsService};
 
 /// Why `/dev/fuse` cannot be used here, if it cannot.
 pub fn fuse_unusable() -> Option<String> {
@@ -147,4 +147,80 @@ pub fn fmt_addrs(a: &[SocketAddr]) -> String {
         .map(|x| x.to_string())
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+/// The NFS gateway: a host of its own on the volume (identity
+/// `DIR/host-id-nfs`), so files written over NFS are locked by the gateway
+/// and `vmfs status` shows it beside this host.
+pub struct NfsExport {
+    gateway: nfs_gw::VmfsGateway,
+    host: nfs_gw::vmfs_backend::VmfsHost,
+    pub addr: SocketAddr,
+    pub export: String,
+}
+
+pub fn start_nfs(
+    image: &Path,
+    dir: &Path,
+    host_name: &str,
+    svc: &NfsService,
+) -> Result<NfsExport, String> {
+    use nfs_gw::vmfs_backend::{load_host_id, VmfsHost};
+    let clients = if svc.allow.is_empty() {
+        nfs_gw::ExportOptions::default().clients
+    } else {
+        svc.allow
+            .iter()
+            .map(|a| a.parse().map_err(|e| format!("nfs.allow '{a}': {e}")))
+            .collect::<Result<Vec<_>, String>>()?
+    };
+    let id = load_host_id(&dir.join("host-id-nfs")).map_err(|e| e.to_string())?;
+    let image_s = image.to_str().ok_or("the image path is not UTF-8")?;
+    let host = VmfsHost::join(image_s, &format!("{host_name}-nfs"), id, None)
+        .map_err(|e| e.to_string())?;
+    let opts = nfs_gw::VmfsServeOptions {
+        listen: svc.listen,
+        export: nfs_gw::ExportOptions {
+            clients,
+            root_squash: svc.root_squash,
+            read_only: svc.read_only,
+        },
+        ..nfs_gw::VmfsServeOptions::default()
+    };
+    match nfs_gw::serve_vmfs(host.fs.clone(), opts) {
+        Ok(gateway) => Ok(NfsExport {
+            addr: gateway.local_addr(),
+            export: gateway.export_path().to_string(),
+            gateway,
+            host,
+        }),
+        Err(e) => {
+            let _ = host.leave();
+            Err(e.to_string())
+        }
+    }
+}
+
+impl NfsExport {
+    /// Stop serving, close the gateway's files, leave the volume cleanly.
+    pub fn stop(self) -> Result<(), String> {
+        let mut errs = Vec::new();
+        if let Err(e) = self.gateway.shutdown() {
+            errs.push(format!("NFS gateway: {e}"));
+        }
+        if let Err(e) = self.host.leave() {
+            errs.push(format!("NFS gateway host: {e}"));
+        }
+        if errs.is_empty() {
+            Ok(())
+        } else {
+            Err(errs.join("; "))
+        }
+    }
+
+    /// A fenced gateway host: stop serving, abandon the slot.
+    pub fn abandon(self) {
+        drop(self.gateway);
+        self.host.host.clone().abandon();
+    }
 }
