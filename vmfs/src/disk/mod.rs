@@ -29,7 +29,13 @@
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! // A volume (an image file or LUN in real life).
 //! let dev: SharedDev = Arc::new(MemDev::new(256 << 20, 512));
-//! mkfs(&dev, &MkfsOptions { label: "ds1".into(), ..Default::default() }, false)?;
+//! let opts = MkfsOptions {
+//!     label: "ds1".into(),
+//!     max_hosts: 8,
+//!     journal_size: 1 << 20,
+//!     ..Default::default()
+//! };
+//! mkfs(&dev, &opts, false)?;
 //! // Join as a host, start the heartbeat, mount.
 //! let host = Host::join(Volume::open(dev)?, HostConfig::new("esx-a"))?;
 //! host.start();
