@@ -71,10 +71,8 @@ fn dead_hosts_swap_file_is_reclaimed_and_space_returns() {
         "a live host's swap file was reclaimed"
     );
     // SAFETY: kill(2) on a child we spawned and have not reaped.
-    assert_eq!(
-        unsafe { libc::kill(holder.id() as libc::pid_t, libc::SIGKILL) },
-        0
-    );
+    let r = unsafe { libc::kill(holder.id() as libc::pid_t, libc::SIGKILL) };
+    assert_eq!(r, 0);
     let _ = holder.wait();
     let got = wait_for(&sl, "RECLAIMED ", 0);
     assert!(got.contains(&path), "{got}");
