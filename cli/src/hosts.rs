@@ -105,8 +105,11 @@ pub fn run(a: &HostsArgs) -> Result<(), String> {
     let dev = open_device(&a.device, None, true)?;
     let vol = Volume::open(dev).map_err(|e| e.to_string())?;
     let (rows, watched) = sample(&vol, a.wait, a.all)?;
+    let slots = read_region(&vol).map_err(|e| e.to_string())?;
+    let swap = swap_view(&vol, &slots);
     if a.json {
-        let j = serde_json::json!({"volume": vol.header.label, "watched_ms": watched.as_millis() as u64, "slots": rows});
+        let j = serde_json::json!({"volume": vol.header.label, "watched_ms": watched.as_millis() as u64, "slots": rows,
+            "swap_files": swap.files, "swap_reclaimed": swap.reclaims});
         println!(
             "{}",
             serde_json::to_string_pretty(&j).map_err(|e| e.to_string())?
@@ -114,6 +117,7 @@ pub fn run(a: &HostsArgs) -> Result<(), String> {
         return Ok(());
     }
     print_table(&vol, &rows, watched);
+    print_swap(&swap);
     Ok(())
 }
 
@@ -149,5 +153,78 @@ pub fn print_table(vol: &Volume, rows: &[serde_json::Value], watched: Duration) 
     }
     if rows.is_empty() {
         println!("  (no host has joined this volume)");
+    }
+}
+
+/// What the swap registry (`/.vmfs-swap`) says, read straight from the
+/// device: each registered swap file with its holder, and recent reclaims.
+struct SwapView {
+    files: Vec<serde_json::Value>,
+    reclaims: Vec<String>,
+}
+
+fn swap_view(
+    vol: &Volume,
+    slots: &[Result<vmfs::format::HeartbeatSlot, vmfs::format::FormatError>],
+) -> SwapView {
+    use vmfs::disk::swap::{parse_name, RECLAIM_LOG, REGISTRY_DIR};
+    use vmfs::fs::offline::{list_dir, read_file, resolve_path};
+    let mut view = SwapView {
+        files: Vec::new(),
+        reclaims: Vec::new(),
+    };
+    let Ok(dir) = resolve_path(vol, REGISTRY_DIR) else {
+        return view;
+    };
+    let Ok(entries) = list_dir(vol, dir) else {
+        return view;
+    };
+    for (name, ino) in entries {
+        let name = String::from_utf8_lossy(&name).into_owned();
+        if name == RECLAIM_LOG {
+            if let Ok(text) = read_file(vol, ino, 1 << 20) {
+                let text = String::from_utf8_lossy(&text).into_owned();
+                let lines: Vec<&str> = text.lines().collect();
+                let from = lines.len().saturating_sub(10);
+                view.reclaims = lines[from..].iter().map(|l| l.to_string()).collect();
+            }
+            continue;
+        }
+        let Some(h) = parse_name(&name) else { continue };
+        let target = read_file(vol, ino, 4096)
+            .map(|t| String::from_utf8_lossy(&t).into_owned())
+            .unwrap_or_default();
+        let live = matches!(
+            slots.get(usize::from(h.slot)),
+            Some(Ok(s)) if s.hb_gen == h.hb_gen && s.state != SlotState::Free
+        );
+        view.files.push(serde_json::json!({
+            "slot": h.slot,
+            "hb_gen": h.hb_gen,
+            "path": target,
+            "status": if live { "holder's incarnation current: held, or dead and not yet recovered" } else { "holder gone: awaiting reclaim" },
+        }));
+    }
+    view
+}
+
+fn print_swap(v: &SwapView) {
+    if !v.files.is_empty() {
+        println!("swap files (registry /.vmfs-swap):");
+        for f in &v.files {
+            println!(
+                "  slot {:>3} gen {:>6}  {}  ({})",
+                f["slot"],
+                f["hb_gen"],
+                f["path"].as_str().unwrap_or(""),
+                f["status"].as_str().unwrap_or("")
+            );
+        }
+    }
+    if !v.reclaims.is_empty() {
+        println!("swap files reclaimed from dead hosts (most recent last):");
+        for l in &v.reclaims {
+            println!("  {l}");
+        }
     }
 }
