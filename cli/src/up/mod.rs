@@ -192,6 +192,14 @@ pub fn run(a: &UpArgs) -> Result<(), String> {
             return Err(format!("mounting the filesystem of '{label}': {e}"));
         }
     };
+    // Swap files of hosts that die are reclaimed by every live host.
+    let reclaimer = vmfs::disk::swap::Reclaimer::start(
+        fs.clone(),
+        host.timeouts()
+            .heartbeat
+            .max(std::time::Duration::from_millis(250)),
+        |r| println!("vmfs up: {r}"),
+    );
     let img_s = c.image.display().to_string();
     let (stop_tx, stop_rx) = mpsc::channel::<Stop>();
     let mut st = UpState {
@@ -368,6 +376,7 @@ pub fn run(a: &UpArgs) -> Result<(), String> {
             Err(e) => errors.push(e),
         }
     }
+    drop(reclaimer);
     if let Err(e) = fs.unmount() {
         errors.push(format!("closing files: {e}"));
     }
