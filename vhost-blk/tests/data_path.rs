@@ -151,7 +151,7 @@ fn discard_and_write_zeroes_read_back_zeros() {
     let q = &mut qs[0];
     let all = pattern(0, 4 * MIB as usize, 3);
     for chunk in 0..16u64 {
-        let off = (chunk * 256 << 10) as usize;
+        let off = ((chunk * 256) << 10) as usize;
         q.write(chunk * 512, &all[off..off + (256 << 10)]).unwrap();
     }
     let mut expect = all.clone();

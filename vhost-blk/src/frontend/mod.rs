@@ -14,6 +14,7 @@ use std::time::Duration;
 
 pub use blk::{
     BlkConfig, BlkFrontend, BlkQueue, Completion, DriverOptions, Layout, Request, Segment,
+    STATUS_UNWRITTEN,
 };
 pub use ram::{GuestRam, RAM_BASE};
 pub use virtqueue::{Buf, RingAddrs, Virtqueue};
