@@ -2,6 +2,7 @@
 
 pub mod locks;
 pub mod raw;
+pub mod vhost;
 
 use crate::harness::Row;
 use crate::Config;
@@ -24,5 +25,10 @@ pub fn all() -> Vec<Suite> {
         name: "locks",
         about: "lock acquire+release rate vs raw CAS, heartbeat I/O per beat with 10,000 locks held, takeover time",
         run: locks::run,
+    },
+    Suite {
+        name: "vhost",
+        about: "4k random IOPS through the vhost-user-blk daemon (QD1, QD32 over 2 queues) vs fio on the raw backing file",
+        run: vhost::run,
     }]
 }
