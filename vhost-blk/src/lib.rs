@@ -13,8 +13,10 @@ pub mod frontend;
 pub mod mem_backend;
 pub mod request;
 mod server;
+mod signals;
 
 pub use backend::{BackendError, BackendResult, BlockBackend};
 pub use file_backend::{FileBackend, FileBackendError};
 pub use mem_backend::MemBackend;
 pub use server::{serve, ServeError, ServeOptions, ShutdownHandle};
+pub use signals::shutdown_on_signals;
