@@ -216,6 +216,13 @@ impl VhostUserBackend for BlkDevice {
             );
             return Ok(());
         };
-        self.process_vring(vring, thread_id as u16)
+        // An error here means the rings themselves are unusable (e.g. a used
+        // ring outside guest memory). Returning it would end this worker
+        // thread for the rest of the connection; log it and keep serving, so
+        // the driver can still reset the queue.
+        if let Err(e) = self.process_vring(vring, thread_id as u16) {
+            tracing::error!(queue = thread_id, "virtio-blk: queue processing failed: {e}");
+        }
+        Ok(())
     }
 }
