@@ -221,7 +221,10 @@ impl VhostUserBackend for BlkDevice {
         // thread for the rest of the connection; log it and keep serving, so
         // the driver can still reset the queue.
         if let Err(e) = self.process_vring(vring, thread_id as u16) {
-            tracing::error!(queue = thread_id, "virtio-blk: queue processing failed: {e}");
+            tracing::error!(
+                queue = thread_id,
+                "virtio-blk: queue processing failed: {e}"
+            );
         }
         Ok(())
     }
