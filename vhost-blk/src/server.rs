@@ -271,8 +271,10 @@ fn serve_connection(
     let mut daemon =
         VhostUserDaemon::new("vhost-user-blk".into(), device.clone(), mem).map_err(daemon_err)?;
     if let Err(e) = daemon.start(listener) {
-        // A frontend that connected and vanished at once: keep listening.
+        // A frontend that connected and vanished at once: keep listening,
+        // pausing so that a persistent accept error (EMFILE) cannot spin.
         tracing::warn!("vhost-user-blk: accepting a frontend failed: {e}");
+        std::thread::sleep(std::time::Duration::from_millis(100));
         return Ok(());
     }
     tracing::info!(socket = %socket.display(), "vhost-user-blk: frontend connected");
