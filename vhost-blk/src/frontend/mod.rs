@@ -5,17 +5,16 @@
 //! It exists to test and benchmark the daemon the way a VMM drives it; it is
 //! not a general virtio driver (no packed rings, one RAM region).
 
-mod blk;
+mod connect;
+mod queue;
 mod ram;
 mod virtqueue;
 
 use std::io;
 use std::time::Duration;
 
-pub use blk::{
-    BlkConfig, BlkFrontend, BlkQueue, Completion, DriverOptions, Layout, Request, Segment,
-    STATUS_UNWRITTEN,
-};
+pub use connect::{BlkConfig, BlkFrontend, DriverOptions};
+pub use queue::{BlkQueue, Completion, Layout, Request, Segment, STATUS_UNWRITTEN};
 pub use ram::{GuestRam, RAM_BASE};
 pub use virtqueue::{Buf, RingAddrs, Virtqueue};
 
