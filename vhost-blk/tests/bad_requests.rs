@@ -3,7 +3,8 @@
 
 mod common;
 
-use std::sync::Arc;
+use std::io::Write;
+use std::sync::{Arc, Mutex, OnceLock};
 
 use common::{driver, opts, pattern, Daemon};
 use virtio_bindings::bindings::virtio_blk::*;
@@ -15,6 +16,33 @@ const OK: u8 = VIRTIO_BLK_S_OK as u8;
 const IOERR: u8 = VIRTIO_BLK_S_IOERR as u8;
 const UNSUPP: u8 = VIRTIO_BLK_S_UNSUPP as u8;
 
+/// Everything the daemon logs in this test binary (the daemon runs in other
+/// threads, so the subscriber is the global one).
+fn captured_log() -> &'static Mutex<Vec<u8>> {
+    static LOG: OnceLock<&'static Mutex<Vec<u8>>> = OnceLock::new();
+    LOG.get_or_init(|| {
+        let buf: &'static Mutex<Vec<u8>> = Box::leak(Box::new(Mutex::new(Vec::new())));
+        let subscriber = tracing_subscriber::fmt()
+            .with_ansi(false)
+            .with_writer(move || LogWriter(buf))
+            .finish();
+        tracing::subscriber::set_global_default(subscriber).expect("first subscriber");
+        buf
+    })
+}
+
+struct LogWriter(&'static Mutex<Vec<u8>>);
+
+impl Write for LogWriter {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 fn header(kind: u32, sector: u64) -> [u8; 16] {
     let mut h = [0u8; 16];
     h[0..4].copy_from_slice(&kind.to_le_bytes());
@@ -24,6 +52,7 @@ fn header(kind: u32, sector: u64) -> [u8; 16] {
 
 #[test]
 fn out_of_range_unaligned_and_malformed_requests_fail_cleanly() {
+    let log = captured_log();
     let size = 4 * MIB;
     let original = pattern(0, size as usize, 5);
     let mem = Arc::new(MemBackend::with_contents(original.clone(), false));
@@ -256,6 +285,19 @@ fn out_of_range_unaligned_and_malformed_requests_fail_cleanly() {
         c.used_len, 0,
         "chain pointing outside guest RAM is returned unprocessed"
     );
+
+    // Each failure was logged with what was wrong.
+    let text = String::from_utf8_lossy(&log.lock().unwrap()).to_string();
+    for needle in [
+        "read at sector 8192 (+512 bytes) is beyond the end of the 4194304-byte disk",
+        "data length 100 is not a multiple of 512",
+        "request type 99 is not supported",
+        "request header is 8 device-readable bytes",
+        "no device-writable status byte",
+        "bad descriptor chain",
+    ] {
+        assert!(text.contains(needle), "log mentions {needle:?}:\n{text}");
+    }
 
     // The daemon is still serving, and nothing above changed the disk.
     assert_eq!(q.read(0, 4096).unwrap(), original[..4096]);
