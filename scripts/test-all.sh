@@ -5,7 +5,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # External clients and anchors the tests drive (real parts nobody here wrote).
-PKGS=(libiscsi-bin libnfs-utils fuse3 fio iproute2 qemu-utils)
+PKGS=(libiscsi-bin libnfs-utils fuse3 fio iproute2 qemu-utils
+      qemu-system-x86 linux-image-cloud-amd64 busybox-static)  # the last three: vhost-blk qemu_guest test
 if [ "$(id -u)" = 0 ]; then
     missing=()
     for p in "${PKGS[@]}"; do

@@ -3,6 +3,7 @@
 pub mod locks;
 pub mod nfs;
 pub mod raw;
+pub mod vhost;
 
 use crate::harness::Row;
 use crate::Config;
@@ -30,5 +31,10 @@ pub fn all() -> Vec<Suite> {
         name: "nfs",
         about: "nfs-cp 1 GiB write and read through nfs-gw (vmfs image) vs nfs-ganesha VFS (plain directory), same disk",
         run: nfs::run,
+    },
+    Suite {
+        name: "vhost",
+        about: "4k random IOPS through the vhost-user-blk daemon (QD1, QD32 over 2 queues) vs fio on the raw backing file",
+        run: vhost::run,
     }]
 }
