@@ -29,6 +29,18 @@ fn set_time(t: SetTime) -> Option<i64> {
     }
 }
 
+/// READ and WRITE are for regular files only.
+fn regular(a: &FsAttr) -> BResult<()> {
+    match a.mode & libc::S_IFMT {
+        libc::S_IFREG => Ok(()),
+        libc::S_IFDIR => Err(BackendError::IsDir),
+        _ => Err(BackendError::Inval(format!(
+            "inode {} is not a regular file",
+            a.ino
+        ))),
+    }
+}
+
 fn now_ns() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -186,9 +198,7 @@ impl Backend for VmfsBackend {
 
     fn read(&self, id: FileId, offset: u64, count: u32) -> BResult<ReadOk> {
         let a = live_attr(&self.fs, id)?;
-        if a.is_dir() {
-            return Err(BackendError::IsDir);
-        }
+        regular(&a)?;
         let u = self.files.get(id.ino, false)?;
         let data = self
             .fs
@@ -206,9 +216,7 @@ impl Backend for VmfsBackend {
 
     fn write(&self, id: FileId, offset: u64, data: &[u8], stable: StableHow) -> BResult<WriteOk> {
         let a = live_attr(&self.fs, id)?;
-        if a.is_dir() {
-            return Err(BackendError::IsDir);
-        }
+        regular(&a)?;
         if offset
             .checked_add(data.len() as u64)
             .is_none_or(|e| e > self.max_file_size)
