@@ -318,3 +318,42 @@ fn procedure_semantics_on_vmfs() {
     let report = vmfs::fs::check::check(&common::vmfs::open_volume(&img, true)).unwrap();
     assert!(report.problems.is_empty(), "{:#?}", report.problems);
 }
+
+/// A gateway SIGKILLed while it holds a file open for write (an NFS client
+/// was writing it): its heartbeat stops, and another host takes the file
+/// over once the gateway is judged dead — with every FILE_SYNC write there.
+#[test]
+fn a_killed_gateways_write_lock_is_taken_over() {
+    let tmp = tempfile::tempdir().unwrap();
+    let img = make_image(tmp.path(), 256 << 20, "kill");
+    let gw = VmfsGateway::start(&img, "kill", &["--idle-close-ms", "600000"]);
+    let mut c = Client::connect(gw.addr());
+    let r = root(&mut c, "kill");
+    let f = c.create(&r, b"disk.vmdk", 1).unwrap();
+    let data: Vec<u8> = (0..3 << 20).map(|i: u32| (i % 251) as u8).collect();
+    for (i, chunk) in data.chunks(1 << 20).enumerate() {
+        c.write(&f, (i as u64) << 20, chunk, FILE_SYNC).unwrap();
+    }
+    let other = OtherHost::join(&img, "survivor");
+    let ino = other.ino("disk.vmdk");
+    let e = other.fs.open(ino, true).unwrap_err();
+    assert_eq!(e.errno(), libc::EBUSY, "{e}");
+    gw.kill();
+    let t = Instant::now();
+    let fh = loop {
+        match other.fs.open(ino, true) {
+            Ok(fh) => break fh,
+            Err(e) if e.errno() == libc::EBUSY && t.elapsed() < Duration::from_secs(20) => {
+                std::thread::sleep(Duration::from_millis(100))
+            }
+            Err(e) => panic!("no takeover after {:?}: {e}", t.elapsed()),
+        }
+    };
+    eprintln!("took the file over {:?} after the SIGKILL", t.elapsed());
+    other.fs.close(fh).unwrap();
+    assert!(
+        other.read_all("disk.vmdk") == data,
+        "synced NFS writes lost"
+    );
+    other.leave();
+}
