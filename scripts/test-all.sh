@@ -5,7 +5,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # External clients and anchors the tests drive (real parts nobody here wrote).
-PKGS=(libiscsi-bin libnfs-utils fuse3 fio iproute2 qemu-utils)
+# nfs-ganesha(-vfs) and rpcbind are the `nfs` bench suite's anchor (installed
+# here so the quick bench pass does not spend its time in apt).
+PKGS=(libiscsi-bin libnfs-utils fuse3 fio iproute2 qemu-utils nfs-ganesha nfs-ganesha-vfs rpcbind)
 if [ "$(id -u)" = 0 ]; then
     missing=()
     for p in "${PKGS[@]}"; do
