@@ -1,12 +1,17 @@
 //! `vmfs`: the datastore's command-line tool.
 
 mod device;
+mod disk;
 mod hosts;
 mod info;
 mod locks;
 mod mkfs;
 mod mount;
 mod process;
+mod progress;
+mod session;
+mod status;
+mod swap;
 mod units;
 mod up;
 
@@ -37,6 +42,15 @@ enum Command {
     Locks(locks::LocksArgs),
     /// Join the volume as a host and mount its filesystem with FUSE, until Ctrl-C.
     Mount(mount::MountArgs),
+    /// Hosts and liveness, locks and open disks, capacity and thin savings, running services.
+    Status(status::StatusArgs),
+    /// Virtual disks (VMDK) in the volume: create, info, extend, inflate,
+    /// clone, delete, snapshots.
+    #[command(subcommand)]
+    Disk(disk::DiskCommand),
+    /// VM swap files: create (fully allocated, held while the VM runs), delete.
+    #[command(subcommand)]
+    Swap(swap::SwapCommand),
 }
 
 fn main() {
@@ -55,6 +69,9 @@ fn main() {
         Command::Hosts(a) => hosts::run(a),
         Command::Locks(a) => locks::run(a),
         Command::Mount(a) => mount::run(a),
+        Command::Status(a) => status::run(a),
+        Command::Disk(c) => disk::run(c),
+        Command::Swap(c) => swap::run(c),
     };
     if let Err(e) = result {
         eprintln!("vmfs: {e}");

@@ -9,6 +9,7 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use vmfs::cluster::{Host, HostConfig, HostEvent, Timeouts};
+use vmfs::disk::swap::Reclaimer;
 use vmfs::fs::Fs;
 use vmfs::fuse::{FuseOptions, Unmounted};
 use vmfs::volume::Volume;
@@ -108,6 +109,12 @@ pub fn run(a: &MountArgs) -> Result<(), String> {
         allow_other: true,
         ..FuseOptions::default()
     };
+    // Swap files of hosts that die are reclaimed by whoever is mounted.
+    let reclaimer = Reclaimer::start(
+        fs.clone(),
+        host.timeouts().heartbeat.max(Duration::from_millis(250)),
+        |r| println!("vmfs mount: {r}"),
+    );
     let (destroy_tx, destroy_rx) = mpsc::channel();
     let mounted = match vmfs::fuse::mount(fs.clone(), &a.mountpoint, &opts, Some(destroy_tx)) {
         Ok(m) => m,
@@ -172,6 +179,7 @@ pub fn run(a: &MountArgs) -> Result<(), String> {
         Stop::Unmounted => println!("vmfs mount: unmounted from outside; leaving cleanly"),
     }
     mounted.gate().stop();
+    drop(reclaimer);
     let mut errors = Vec::new();
     if let Err(e) = fs.unmount() {
         errors.push(format!("closing files: {e}"));

@@ -12,6 +12,7 @@
 
 pub mod cluster;
 pub mod dev;
+pub mod disk;
 pub mod format;
 pub mod fs;
 pub mod fuse;

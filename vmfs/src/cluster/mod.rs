@@ -4,6 +4,7 @@
 
 pub mod clock;
 mod error;
+mod handoff;
 mod heartbeat;
 mod host;
 mod host_dev;
@@ -17,6 +18,7 @@ pub mod timeouts;
 
 pub use clock::{BootClock, Clock, ManualClock};
 pub use error::ClusterError;
+pub use handoff::TransferOutcome;
 pub use host::{read_region, HeldLock, Host, HostConfig, HostEvent, PrFencer};
 pub use host_dev::HostDev;
 pub use journal::{Journal, JournalLocation, ReplayReport, Txn};

@@ -16,8 +16,10 @@ pub mod dir;
 mod error;
 mod handles;
 mod inode;
+mod lockmode;
 mod namespace;
 pub mod offline;
+mod thick;
 
 #[cfg(test)]
 mod tests;
@@ -38,6 +40,7 @@ pub use change::Change;
 pub use dir::DirEntry;
 pub use error::{FsError, FsResult};
 pub use inode::{Attr, Ctx};
+pub use lockmode::MultiWriterFile;
 
 use inode::is_dir;
 

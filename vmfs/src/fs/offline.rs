@@ -123,3 +123,53 @@ pub fn resolve_path(vol: &Volume, path: &str) -> FsResult<u64> {
     }
     Ok(ino)
 }
+
+/// Entries `(name, ino)` of directory `ino`, straight from the device.
+pub fn list_dir(vol: &Volume, ino: u64) -> FsResult<Vec<(Vec<u8>, u64)>> {
+    let dir = read_inode(vol, ino)?;
+    if !is_dir(dir.mode) {
+        return Err(FsError::NotDir(ino));
+    }
+    let bs = u64::from(vol.header.region(data_kind(dir.mode)).resource_size);
+    let failure = std::cell::RefCell::new(None);
+    let (_, entries) = walk_entries(vol.dev.as_ref(), ino, |lofs| {
+        match block_addr(vol, &dir, lofs / bs) {
+            Ok(a) => a.map(|a| a + lofs % bs),
+            Err(e) => {
+                failure.borrow_mut().get_or_insert(e);
+                None
+            }
+        }
+    })?;
+    if let Some(e) = failure.into_inner() {
+        return Err(e);
+    }
+    Ok(entries.into_iter().map(|e| (e.name, e.ino)).collect())
+}
+
+/// Up to `max` bytes of regular file `ino` from its start (holes read as
+/// zeros), straight from the device.
+pub fn read_file(vol: &Volume, ino: u64, max: u64) -> FsResult<Vec<u8>> {
+    let inode = read_inode(vol, ino)?;
+    if inode.flags & crate::format::inode::FLAG_INLINE != 0 {
+        let n = inode.inline.len().min(max as usize);
+        return Ok(inode.inline[..n].to_vec());
+    }
+    let len = inode.size.min(max);
+    let bs = u64::from(vol.header.region(data_kind(inode.mode)).resource_size);
+    let mut out = vec![0u8; len as usize];
+    let mut pos = 0u64;
+    while pos < len {
+        let n = (bs - pos % bs).min(len - pos);
+        if let Some(a) = block_addr(vol, &inode, pos / bs)? {
+            let s = pos % bs;
+            let (lo, hi) = (s & !511, (s + n).div_ceil(512) * 512);
+            let mut b = vec![0u8; (hi - lo) as usize];
+            vol.dev.read_at(&mut b, a + lo)?;
+            let o = (s - lo) as usize;
+            out[pos as usize..(pos + n) as usize].copy_from_slice(&b[o..o + n as usize]);
+        }
+        pos += n;
+    }
+    Ok(out)
+}

@@ -119,15 +119,34 @@ impl DiskChain {
         if data.is_empty() {
             return Ok(());
         }
+        self.note_content_change()?;
+        let last = self.layers.len() - 1;
+        let (lower, top) = self.layers.split_at_mut(last);
+        write_layer(lower, &mut top[0], offset, data)
+    }
+
+    /// Give the top disk a new CID once per session, before its content
+    /// first changes.
+    pub(super) fn note_content_change(&mut self) -> Result<()> {
         if !self.content_id_changed {
             let top = self.layers.last_mut().expect("chain has a layer");
             top.descriptor.change_content_id();
             write_descriptor(&*self.store, &top.name, &top.descriptor)?;
             self.content_id_changed = true;
         }
-        let last = self.layers.len() - 1;
-        let (lower, top) = self.layers.split_at_mut(last);
-        write_layer(lower, &mut top[0], offset, data)
+        Ok(())
+    }
+
+    /// Keep the top's CID for this session (disks several hosts write at
+    /// once, MULTI_WRITER, cannot have snapshots and must not race to
+    /// rewrite their descriptor).
+    pub fn keep_content_id(&mut self) {
+        self.content_id_changed = true;
+    }
+
+    /// Whether the chain was opened writable.
+    pub fn is_writable(&self) -> bool {
+        self.writable
     }
 
     /// Make everything written durable.

@@ -13,6 +13,7 @@ pub mod io;
 pub mod layer;
 pub mod snapshot;
 pub mod store;
+mod zero;
 
 pub use chain::DiskChain;
 pub use cowd::CowdExtent;

@@ -1,0 +1,100 @@
+//! `vmfs disk create` and `vmfs disk delete`.
+
+use vmfs::vmdk::layer::{read_descriptor, write_descriptor};
+use vmfs::vmdk::{create_flat_disk, DiskChain, FlatDiskOptions, Provisioning};
+
+use super::{explain, make_eager, make_parents, parse_type, store, DiskPath};
+use crate::session::Session;
+use crate::units::{human, parse_size};
+
+#[derive(clap::Args, Debug)]
+pub struct CreateArgs {
+    #[command(flatten)]
+    pub disk: DiskPath,
+    /// Size (e.g. 40G); a multiple of 512 bytes.
+    #[arg(long, value_parser = parse_size)]
+    pub size: u64,
+    /// thin (allocated on first write), zeroedthick (reserved, zeroed on
+    /// first write) or eagerzeroedthick (reserved and zeroed now).
+    #[arg(long = "type", default_value = "thin", value_parser = parse_type)]
+    pub kind: Provisioning,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct DeleteArgs {
+    #[command(flatten)]
+    pub disk: DiskPath,
+}
+
+/// Create a flat disk of `kind`; eager-zeroed disks are zeroed with a
+/// progress bar (created lazily zeroed first, then materialized).
+pub fn create(s: &Session, path: &str, size: u64, kind: Provisioning) -> Result<(), String> {
+    if size == 0 || size % 512 != 0 {
+        return Err(s.err(format!(
+            "{path}: size {size} is not a positive multiple of 512 bytes"
+        )));
+    }
+    make_parents(&s.fs, path).map_err(|e| s.err(format!("{path}: {e}")))?;
+    let st = store(&s.fs);
+    let first = if kind == Provisioning::EagerZeroedThick {
+        Provisioning::ZeroedThick
+    } else {
+        kind
+    };
+    let opts = FlatDiskOptions {
+        provisioning: first,
+        ..FlatDiskOptions::default()
+    };
+    create_flat_disk(&*st, path, size, &opts).map_err(|e| s.err(e))?;
+    if kind == Provisioning::EagerZeroedThick {
+        let flat = flat_name(path);
+        make_eager(s, &flat, size, "zeroing")?;
+        let mut d = read_descriptor(&*st, path).map_err(|e| s.err(e))?;
+        d.set_provisioning(kind);
+        write_descriptor(&*st, path, &d).map_err(|e| s.err(e))?;
+    }
+    Ok(())
+}
+
+/// `dir/x.vmdk` → `dir/x-flat.vmdk`.
+pub fn flat_name(path: &str) -> String {
+    format!("{}-flat.vmdk", path.trim_end_matches(".vmdk"))
+}
+
+pub fn run(a: &CreateArgs) -> Result<(), String> {
+    let s = Session::join(&a.disk.device, &a.disk.host)?;
+    s.run(|s| {
+        create(s, &a.disk.path, a.size, a.kind)?;
+        println!(
+            "created {} ({}, {})",
+            a.disk.path,
+            human(a.size),
+            a.kind.name()
+        );
+        Ok(())
+    })
+}
+
+pub fn delete(a: &DeleteArgs) -> Result<(), String> {
+    let s = Session::join(&a.disk.device, &a.disk.host)?;
+    s.run(|s| {
+        let path = &a.disk.path;
+        let st = store(&s.fs);
+        // Opening writable takes the top's lock: a disk in use is refused.
+        let chain = DiskChain::open(st.clone(), path, true).map_err(|e| explain(s, path, e))?;
+        let mut files = Vec::new();
+        for layer in chain.layers().iter().rev() {
+            files.extend(layer.file_names());
+        }
+        drop(chain);
+        for f in &files {
+            st.remove(f).map_err(|e| {
+                s.err(format!(
+                    "{f}: deleting: {e} (the rest of {path} is kept; run the command again)"
+                ))
+            })?;
+        }
+        println!("deleted {path} ({} files)", files.len());
+        Ok(())
+    })
+}

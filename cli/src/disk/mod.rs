@@ -1,0 +1,136 @@
+//! `vmfs disk …`: the vmkfstools jobs on VMDK disks inside the volume.
+//! Each command joins the volume as a short-lived host, takes the disk's
+//! locks (so a disk in use by a running VM is refused, with who holds it),
+//! does the job and leaves cleanly.
+
+mod clone;
+mod create;
+mod info;
+mod resize;
+mod snapshot;
+
+use std::sync::Arc;
+
+use vmfs::disk::{FsStore, ReadLock, WriteLock};
+use vmfs::fs::{Fs, FsError};
+use vmfs::vmdk::{ExtentStore, Provisioning};
+
+use crate::session::{HostArgs, Session};
+
+#[derive(clap::Subcommand, Debug)]
+pub enum DiskCommand {
+    /// Create a disk: descriptor PATH.vmdk plus its -flat.vmdk extent.
+    Create(create::CreateArgs),
+    /// Show a disk: size, type, snapshot chain, space used, who holds it.
+    Info(info::InfoArgs),
+    /// Grow a disk (no snapshots); thick disks get the new space reserved.
+    Extend(resize::ExtendArgs),
+    /// Turn a thin or lazily zeroed disk into eager-zeroed thick.
+    Inflate(resize::InflateArgs),
+    /// Copy a disk (through its snapshot chain) into a new flat disk,
+    /// reading only the parts that hold data.
+    Clone(clone::CloneArgs),
+    /// Delete a disk and its snapshot chain (every file of every layer).
+    Delete(create::DeleteArgs),
+    /// Snapshots: create, revert, delete (merge the top into its parent),
+    /// consolidate (merge every snapshot into the base).
+    #[command(subcommand)]
+    Snapshot(snapshot::SnapshotCommand),
+}
+
+pub fn run(c: &DiskCommand) -> Result<(), String> {
+    match c {
+        DiskCommand::Create(a) => create::run(a),
+        DiskCommand::Info(a) => info::run(a),
+        DiskCommand::Extend(a) => resize::extend(a),
+        DiskCommand::Inflate(a) => resize::inflate(a),
+        DiskCommand::Clone(a) => clone::run(a),
+        DiskCommand::Delete(a) => create::delete(a),
+        DiskCommand::Snapshot(c) => snapshot::run(c),
+    }
+}
+
+/// `--type` values.
+pub fn parse_type(s: &str) -> Result<Provisioning, String> {
+    Provisioning::from_name(s).ok_or_else(|| {
+        format!("'{s}' is not a disk type (use thin, zeroedthick or eagerzeroedthick)")
+    })
+}
+
+/// The device and disk path every disk command takes.
+#[derive(clap::Args, Debug, Clone)]
+pub struct DiskPath {
+    /// Image file or block device holding the volume.
+    pub device: String,
+    /// The disk's descriptor, a path inside the volume (e.g. vm1/vm1.vmdk).
+    pub path: String,
+    #[command(flatten)]
+    pub host: HostArgs,
+}
+
+/// A store writing EXCLUSIVE, reading SHARED_READ (refused while another
+/// host writes).
+pub fn store(fs: &Fs) -> Arc<dyn ExtentStore> {
+    Arc::new(FsStore::new(
+        fs.clone(),
+        WriteLock::Exclusive,
+        ReadLock::Shared,
+    ))
+}
+
+/// Create the missing directories above `path`.
+pub fn make_parents(fs: &Fs, path: &str) -> Result<(), String> {
+    let parts: Vec<&str> = path.split('/').filter(|p| !p.is_empty()).collect();
+    let mut ino = fs.root();
+    for d in parts.iter().take(parts.len().saturating_sub(1)) {
+        ino = match fs.lookup(ino, d.as_bytes()) {
+            Ok(a) => a.ino,
+            Err(FsError::NotFound(_)) => {
+                fs.mkdir(ino, d.as_bytes(), 0o755, 0, 0)
+                    .map_err(|e| format!("creating directory {d}: {e}"))?
+                    .ino
+            }
+            Err(e) => return Err(format!("looking up {d}: {e}")),
+        };
+    }
+    Ok(())
+}
+
+/// Explain a failure to take a disk: who holds it and what to do.
+pub fn explain(s: &Session, path: &str, e: impl std::fmt::Display) -> String {
+    let text = e.to_string();
+    if text.contains("busy") || text.contains("Busy") {
+        s.err(format!(
+            "{path}: {text}; the disk is in use on another host (power the VM off there, or \
+             see `vmfs locks {} {path}`)",
+            s.device
+        ))
+    } else {
+        s.err(format!("{path}: {text}"))
+    }
+}
+
+/// Make `len` bytes of file `flat` (from 0) eager-zeroed thick, with a
+/// progress bar: holes allocated and zeroed, lazily zeroed blocks zeroed.
+pub fn make_eager(s: &Session, flat: &str, len: u64, what: &str) -> Result<(), String> {
+    let fs = &s.fs;
+    let st = FsStore::new(fs.clone(), WriteLock::Exclusive, ReadLock::Shared);
+    let ino = st.lookup(flat).map_err(|e| s.err(format!("{flat}: {e}")))?;
+    let fh = fs.open(ino, true).map_err(|e| explain(s, flat, e))?;
+    let pb = crate::progress::bytes(what, len);
+    const STEP: u64 = 64 << 20;
+    let mut pos = 0;
+    let r = (|| {
+        while pos < len {
+            let n = STEP.min(len - pos);
+            fs.materialize(fh, pos, n)
+                .map_err(|e| s.err(format!("{flat}: zeroing at {pos}: {e}")))?;
+            pos += n;
+            pb.set_position(pos);
+        }
+        fs.fsync(fh).map_err(|e| s.err(format!("{flat}: {e}")))
+    })();
+    pb.finish_and_clear();
+    let c = fs.close(fh).map_err(|e| s.err(format!("{flat}: {e}")));
+    r.and(c)
+}
