@@ -5,8 +5,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # External clients and anchors the tests drive (real parts nobody here wrote).
+# qemu-system-x86, linux-image-cloud-amd64, busybox-static: the vhost-blk qemu_guest test.
+# nfs-ganesha(-vfs) and rpcbind: the `nfs` bench suite's anchor (installed here so the
+# quick bench pass does not spend its time in apt).
 PKGS=(libiscsi-bin libnfs-utils fuse3 fio iproute2 qemu-utils
-      qemu-system-x86 linux-image-cloud-amd64 busybox-static)  # the last three: vhost-blk qemu_guest test
+      qemu-system-x86 linux-image-cloud-amd64 busybox-static
+      nfs-ganesha nfs-ganesha-vfs rpcbind)
 if [ "$(id -u)" = 0 ]; then
     missing=()
     for p in "${PKGS[@]}"; do
