@@ -13,6 +13,7 @@ pub mod alloc;
 pub mod codes;
 pub mod dirs;
 pub mod disk;
+pub mod fs_store;
 mod header;
 mod heartbeat;
 mod journals;
@@ -20,7 +21,9 @@ mod locks;
 pub mod report;
 mod tree;
 mod tree_fix;
+pub mod vmdk;
 pub mod wreck;
+mod wreck_vmdk;
 
 use std::time::Duration;
 
@@ -131,7 +134,10 @@ fn pass(
     locks::check(&mut run)?;
     disk.flush()?;
     progress.phase(4, "clusters, inodes and directories");
-    tree::check(&mut run)?;
+    let model = tree::check(&mut run)?;
+    disk.flush()?;
+    progress.phase(7, "VMDK disks and swap files");
+    vmdk::check(&mut run, &model)?;
     disk.flush()?;
     progress.done();
     Ok(())

@@ -153,6 +153,10 @@ pub fn wreck(disk: &Disk, code: Code) -> Result<Vec<String>, FsckError> {
     if code == Code::Jrnl001 || code == Code::Jrnl002 {
         return crash_host(disk, vol, code);
     }
+    if code.phase() == 7 {
+        drop(vol);
+        return crate::wreck_vmdk::wreck(disk, code);
+    }
     let (_, model) = walk(&vol)?;
     let mut names = BTreeMap::new();
     for (d, es) in &model.entries {
@@ -184,6 +188,14 @@ pub fn wreck(disk: &Disk, code: Code) -> Result<Vec<String>, FsckError> {
             t.dead_live(1, u)?;
         }
         Code::Jrnl001 | Code::Jrnl002 => unreachable!("handled above"),
+        Code::Vmdk001
+        | Code::Vmdk002
+        | Code::Vmdk003
+        | Code::Vmdk004
+        | Code::Vmdk005
+        | Code::Vmdk006
+        | Code::Vmdk007
+        | Code::Vswp001 => unreachable!("handled above"),
         Code::Lock001 => t.flip(t.vol.cluster_lock_addr(ResourceKind::Inode, 0) + 60)?,
         Code::Lock002 | Code::Lock003 => {
             let addr = t.vol.cluster_lock_addr(ResourceKind::FileBlock, 0);
