@@ -1,7 +1,9 @@
 //! The benchmark suites. Each issue adds its suite here.
 
+pub mod fsck;
 pub mod locks;
 pub mod raw;
+pub mod scale;
 
 use crate::harness::Row;
 use crate::Config;
@@ -24,5 +26,15 @@ pub fn all() -> Vec<Suite> {
         name: "locks",
         about: "lock acquire+release rate vs raw CAS, heartbeat I/O per beat with 10,000 locks held, takeover time",
         run: locks::run,
+    },
+    Suite {
+        name: "fsck",
+        about: "vmfs-fsck on 100,000 files on a 1 TiB thin image, e2fsck -fn on ext4 as a reference",
+        run: fsck::run,
+    },
+    Suite {
+        name: "scale",
+        about: "heartbeat cost with 128 hosts joined and 10,000 locks held; dead-host scan with 127 peers",
+        run: scale::run,
     }]
 }
