@@ -37,6 +37,12 @@ const EXTENT_SUFFIXES: [&str; 6] = [
     "-ctk.vmdk",
 ];
 
+/// ESX names files of other datastores `/vmfs/volumes/DATASTORE/…`: not
+/// on this volume, so not checkable here.
+fn foreign(name: &str) -> bool {
+    name.starts_with("/vmfs/volumes/")
+}
+
 /// Store names are paths without the leading `/`.
 fn key(name: &str) -> String {
     name.trim_start_matches('/').to_string()
@@ -128,6 +134,12 @@ fn extent(
         return Ok(()); // ZERO extent
     };
     if line.access == Access::NoAccess {
+        return Ok(());
+    }
+    if foreign(f) {
+        run.out.notes.push(format!(
+            "/{p}: extent {f} is on another datastore, not checked"
+        ));
         return Ok(());
     }
     let name = key(&resolve(p, f));
@@ -238,6 +250,12 @@ fn chain(
     let Some(hint) = &d.parent_file_name_hint else {
         return;
     };
+    if foreign(hint) {
+        run.out.notes.push(format!(
+            "/{p}: parent {hint} is on another datastore, not checked"
+        ));
+        return;
+    }
     let parent = key(&resolve(p, hint));
     if store.inode(&parent).is_none() {
         run.out.report(
