@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 
-use vmfs::cluster::{Host, HostConfig};
+use vmfs::cluster::Host;
 use vmfs::format::block::{get_u64, put_u64, seal};
 use vmfs::format::{
     BlockAddr, HeartbeatSlot, Holder, Inode, LockMode, LockRecord, ResourceKind, SlotState, SECTOR,
@@ -384,7 +384,7 @@ pub fn wreck(disk: &Disk, code: Code) -> Result<Vec<String>, FsckError> {
 /// same, then its first record made to point outside the device (with
 /// valid checksums).
 fn crash_host(disk: &Disk, vol: Volume, code: Code) -> Result<Vec<String>, FsckError> {
-    let host = Host::join(vol.clone(), HostConfig::new("wreck"))?;
+    let host = Host::join(vol.clone(), crate::wreck_vmdk::host_config(&vol))?;
     host.start();
     let slot = host.slot();
     let fs = Fs::mount(host.clone())?;

@@ -4,7 +4,9 @@
 //! filesystem), then break it the way the code describes. VSWP001: a host
 //! creates a VM's swap file, holds it EXCLUSIVE, and crashes.
 
-use vmfs::cluster::{Host, HostConfig};
+use std::time::Duration;
+
+use vmfs::cluster::{Host, HostConfig, Timeouts};
 use vmfs::format::block::get_u32;
 use vmfs::fs::{Falloc, Fs};
 use vmfs::vmdk::layer::{read_descriptor, write_descriptor};
@@ -37,9 +39,27 @@ fn fill(store: &FsStore, disk: &str, seed: u8) -> Result<(), FsckError> {
     c.flush().map_err(fail)
 }
 
+/// The wrecking host: beats at the volume's H (so fsck's two liveness
+/// samples stay short) but self-fences only after at least 4 s, so a loaded
+/// machine (tests run beside builds) does not fence it mid-wreck.
+pub(crate) fn host_config(vol: &Volume) -> HostConfig {
+    let floor = Timeouts::from_minimums(&vol.header.timeouts);
+    let self_fence = floor.self_fence.max(Duration::from_secs(4));
+    let mut cfg = HostConfig::new("wreck");
+    cfg.timeouts = Some(Timeouts {
+        self_fence,
+        dead_after: floor
+            .dead_after
+            .max(self_fence + floor.io_timeout + Duration::from_secs(1)),
+        ..floor
+    });
+    cfg
+}
+
 pub fn wreck(disk: &Disk, code: Code) -> Result<Vec<String>, FsckError> {
     let vol = Volume::open(disk.dev.clone())?;
-    let host = Host::join(vol, HostConfig::new("wreck"))?;
+    let cfg = host_config(&vol);
+    let host = Host::join(vol, cfg)?;
     host.start();
     let fs = Fs::mount(host.clone())?;
     let store = FsStore::new(fs.clone());

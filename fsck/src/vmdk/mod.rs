@@ -165,7 +165,7 @@ fn extent(
                 "/{p}: flat extent /{name} is {} bytes, the descriptor needs {need}",
                 inode.size
             );
-            let fixed = run.disk.repair && extend(run, &inode, need)?;
+            let fixed = may_write(run) && extend(run, &inode, need)?;
             run.out.report(Code::Vmdk003, what, fixed);
         }
         ExtentKind::Sparse | ExtentKind::VmfsSparse => {
@@ -181,7 +181,7 @@ fn extent(
                         n => format!(" (and {} more bad grain-table entries)", n - 1),
                     }
                 );
-                let fixed = run.disk.repair && clear_entries(run, store, &name, &found.entries)?;
+                let fixed = may_write(run) && clear_entries(run, store, &name, &found.entries)?;
                 run.out.report(Code::Vmdk005, what, fixed);
             }
         }
@@ -191,6 +191,23 @@ fn extent(
             .push(format!("/{p}: {} extent /{name} not checked", other.word())),
     }
     Ok(())
+}
+
+/// Disk files are repaired only on a quiet volume: with `--force` a live
+/// host may have the disk open.
+fn may_write(run: &mut Run) -> bool {
+    if !run.disk.repair {
+        return false;
+    }
+    if !run.live_slots.is_empty() {
+        let note =
+            "VMDK files are not repaired while another host is live (it may have the disk open)";
+        if !run.out.notes.iter().any(|n| n == note) {
+            run.out.notes.push(note.into());
+        }
+        return false;
+    }
+    true
 }
 
 /// VMDK003: grow the flat file to `need` bytes (the tail is a hole: zeros).
