@@ -118,3 +118,76 @@ pub fn check(store: &dyn ExtentStore, name: &str, sectors: u64) -> CowdFindings 
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vmfs::vmdk::MemStore;
+
+    const NAME: &str = "d-delta.vmdk";
+
+    /// A delta of 64 Ki sectors (grain 8: two grain tables) with grains 0,
+    /// 1 and 4096 (table 1) allocated. Returns the store and the byte
+    /// offset of table 0 and of table 1.
+    fn delta() -> (MemStore, u64, u64) {
+        let store = MemStore::new();
+        let io = store.create(NAME).unwrap();
+        let mut c = CowdExtent::create(NAME, io, 65536, 8, None).unwrap();
+        for g in [0u64, 1, 4096] {
+            c.allocate_grain(g, &vec![g as u8 + 1; 4096]).unwrap();
+        }
+        let io = store.open(NAME, false).unwrap();
+        let mut gd = [0u8; 8];
+        io.read_at(&mut gd, 4 * 512).unwrap();
+        let t0 = u64::from(get_u32(&gd, 0)) * 512;
+        let t1 = u64::from(get_u32(&gd, 4)) * 512;
+        (store, t0, t1)
+    }
+
+    fn put(store: &MemStore, at: u64, v: u32) {
+        store
+            .open(NAME, true)
+            .unwrap()
+            .write_at(&v.to_le_bytes(), at)
+            .unwrap();
+    }
+
+    #[test]
+    fn a_sound_delta_has_no_findings() {
+        let (store, _, _) = delta();
+        let f = check(&store, NAME, 65536);
+        assert!(f.header.is_none() && f.entries.is_empty(), "{f:?}");
+    }
+
+    #[test]
+    fn each_bad_entry_is_found_at_its_offset() {
+        let (store, t0, t1) = delta();
+        let mut g0 = [0u8; 4];
+        store
+            .open(NAME, false)
+            .unwrap()
+            .read_at(&mut g0, t0)
+            .unwrap();
+        let grain0 = u32::from_le_bytes(g0);
+        put(&store, t0 + 5 * 4, 0x7fff_0000); // past the end of the file
+        put(&store, t0 + 6 * 4, grain0); // shares grain 0's sector
+        put(&store, t0 + 7 * 4, (t1 / 512) as u32); // on grain table 1
+        put(&store, t0 + 8 * 4, 2); // inside the header
+        let f = check(&store, NAME, 65536);
+        assert!(f.header.is_none(), "{f:?}");
+        let at: Vec<u64> = f.entries.iter().map(|e| e.0).collect();
+        assert_eq!(at, [t0 + 20, t0 + 24, t0 + 28, t0 + 32], "{f:?}");
+        assert!(f.entries[1].1.contains("also grain 0"), "{f:?}");
+        assert!(f.entries[2].1.contains("overlaps a grain table"), "{f:?}");
+    }
+
+    #[test]
+    fn header_damage_and_size_mismatch_are_header_findings() {
+        let (store, _, _) = delta();
+        let f = check(&store, NAME, 65536 * 2);
+        assert!(f.header.unwrap().contains("numSectors"));
+        put(&store, 4, 7);
+        let f = check(&store, NAME, 65536);
+        assert!(f.header.unwrap().contains("version"));
+    }
+}
