@@ -68,9 +68,10 @@ pub(crate) fn check(run: &mut Run, model: &Model) -> Result<(), FsckError> {
     candidates.sort();
     let mut good: BTreeMap<String, Descriptor> = BTreeMap::new();
     let mut bad: Vec<(String, String)> = Vec::new();
+    let total = candidates.len() as u64;
     for (k, p) in candidates.into_iter().enumerate() {
         if k % 256 == 0 {
-            run.progress.step(k as u64, paths.files.len() as u64);
+            run.progress.step(k as u64, total);
         }
         match read_descriptor(&store, p) {
             Ok(d) => {
