@@ -179,7 +179,7 @@ fn ext4_image(src: &Path, img: &Path, n: usize) -> Result<(), String> {
             std::fs::write(&f, body).map_err(|e| format!("{}: {e}", f.display()))?;
         }
     }
-    let mkfs = ensure("mkfs.ext4", "e2fsprogs")?;
+    let mkfs = e2fsprogs("mkfs.ext4")?;
     let out = Command::new(mkfs)
         .args(["-q", "-F", "-t", "ext4", "-d"])
         .arg(src)
@@ -194,6 +194,15 @@ fn ext4_image(src: &Path, img: &Path, n: usize) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+/// e2fsprogs lives in /usr/sbin, which a non-root PATH often lacks.
+fn e2fsprogs(program: &str) -> Result<std::path::PathBuf, String> {
+    ["/usr/sbin", "/sbin"]
+        .iter()
+        .map(|d| Path::new(d).join(program))
+        .find(|p| p.is_file())
+        .map_or_else(|| ensure(program, "e2fsprogs"), Ok)
 }
 
 /// Run a checker; `Ok(seconds)` if it exits with `ok_code`.
@@ -225,7 +234,7 @@ pub fn run(cfg: &Config) -> Result<Vec<Row>, String> {
         n as f64 / filled.as_secs_f64()
     );
     let ext4 = ext4_image(&dir.path().join("tree"), &eimg, n);
-    let e2fsck = ensure("e2fsck", "e2fsprogs");
+    let e2fsck = e2fsprogs("e2fsck");
     let vpath = vimg.clone();
     let mut subjects = vec![Subject {
         name: "vmfs-fsck".into(),
