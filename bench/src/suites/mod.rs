@@ -1,9 +1,11 @@
 //! The benchmark suites. Each issue adds its suite here.
 
+pub mod fsck;
 pub mod locks;
 pub mod nfs;
 pub mod raw;
 pub mod vhost;
+pub mod scale;
 
 use crate::harness::Row;
 use crate::Config;
@@ -36,5 +38,15 @@ pub fn all() -> Vec<Suite> {
         name: "vhost",
         about: "4k random IOPS through the vhost-user-blk daemon (QD1, QD32 over 2 queues) vs fio on the raw backing file",
         run: vhost::run,
+    },
+    Suite {
+        name: "fsck",
+        about: "vmfs-fsck on 100,000 files on a 1 TiB thin image, e2fsck -fn on ext4 as a reference",
+        run: fsck::run,
+    },
+    Suite {
+        name: "scale",
+        about: "heartbeat cost with 128 hosts joined and 10,000 locks held; dead-host scan with 127 peers",
+        run: scale::run,
     }]
 }
