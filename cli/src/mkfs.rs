@@ -11,7 +11,7 @@ use crate::units::{human, parse_size};
 
 #[derive(clap::Args, Debug)]
 pub struct MkfsArgs {
-    /// Image file or block device to format.
+    /// Image file, block device, or iscsi://HOST[:PORT]/IQN/LUN to format.
     pub device: String,
     /// Volume label (also the NFS export name).
     #[arg(long)]

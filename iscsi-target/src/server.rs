@@ -248,16 +248,13 @@ impl Server {
                 }
             })?;
         for _ in 0..500 {
-            if let Some(a) = self
-                .bound
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .first()
-            {
+            if let Some(a) = self.bound.lock().unwrap_or_else(|p| p.into_inner()).first() {
                 return Ok(*a);
             }
             std::thread::sleep(std::time::Duration::from_millis(10));
         }
-        Err(std::io::Error::other("the target did not start listening within 5 s"))
+        Err(std::io::Error::other(
+            "the target did not start listening within 5 s",
+        ))
     }
 }

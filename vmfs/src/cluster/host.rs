@@ -22,6 +22,9 @@ use super::{ClusterError, HostDev};
 /// Persistent-reservation fencing of a dead host before its locks are
 /// broken (SCSI PREEMPT AND ABORT on devices that have it).
 pub trait PrFencer: Send + Sync + std::fmt::Debug {
+    /// Before joining writes anything: make sure this initiator may write
+    /// (a host whose key was preempted registers a provisional one).
+    fn prepare_join(&self) -> Result<(), ClusterError>;
     /// Register this incarnation's key (called at join, before its first
     /// write, and again for each new incarnation).
     fn register(&self, me: Holder) -> Result<(), ClusterError>;
@@ -213,6 +216,9 @@ impl Host {
     /// simulator can drive beats by hand.
     pub fn join(vol: Volume, cfg: HostConfig) -> Result<Host, ClusterError> {
         let t = Timeouts::for_volume(&vol.header.timeouts, cfg.timeouts)?;
+        if let Some(f) = &cfg.fencer {
+            f.prepare_join()?;
+        }
         let raw = vol.dev.clone();
         let clock = cfg.clock.clone();
         // Waiting here sleeps in real time, so the give-up deadline is real

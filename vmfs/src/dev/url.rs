@@ -85,10 +85,7 @@ impl DeviceUrl {
                 .ok_or_else(|| err("unterminated [IPv6] host"))?;
             let port = match after {
                 "" => None,
-                p => Some(
-                    p.strip_prefix(':')
-                        .ok_or_else(|| err("junk after ]"))?,
-                ),
+                p => Some(p.strip_prefix(':').ok_or_else(|| err("junk after ]"))?),
             };
             if h.parse::<std::net::Ipv6Addr>().is_err() {
                 return Err(err("bad IPv6 address in brackets"));
@@ -161,10 +158,16 @@ mod tests {
             ("10.0.0.1", 3260, "iqn.2024-01.org.vmfs:t", 0)
         );
         let u = iscsi("iscsi://san.example:3261/iqn.2024-01.a:b:c/12");
-        assert_eq!((u.port, u.target.as_str(), u.lun), (3261, "iqn.2024-01.a:b:c", 12));
+        assert_eq!(
+            (u.port, u.target.as_str(), u.lun),
+            (3261, "iqn.2024-01.a:b:c", 12)
+        );
         assert_eq!(u.addr(), "san.example:3261");
         let u = iscsi("ISCSI://[fe80::1]:9/naa.600a/1");
-        assert_eq!((u.host.as_str(), u.addr()), ("fe80::1", "[fe80::1]:9".into()));
+        assert_eq!(
+            (u.host.as_str(), u.addr()),
+            ("fe80::1", "[fe80::1]:9".into())
+        );
         assert_eq!(u.to_string(), "iscsi://[fe80::1]:9/naa.600a/1");
         let u = iscsi("iscsi://[::1]/iqn.x/3");
         assert_eq!(u.port, 3260);

@@ -133,12 +133,7 @@ pub fn inquiry_vpd(page: u8, alloc: u16) -> Cdb {
 
 /// REPORT SUPPORTED OPERATION CODES for one opcode without service action.
 pub fn report_one_opcode(opcode: u8) -> Cdb {
-    let mut c = Cdb::new(
-        "REPORT SUPPORTED OPERATION CODES",
-        12,
-        MAINTENANCE_IN,
-        0,
-    );
+    let mut c = Cdb::new("REPORT SUPPORTED OPERATION CODES", 12, MAINTENANCE_IN, 0);
     c.bytes[1] = REPORT_OPCODES_SA;
     c.bytes[2] = 0x01;
     c.bytes[3] = opcode;
@@ -155,13 +150,7 @@ pub fn pr_in(sa: u8, alloc: u16) -> Cdb {
 }
 
 /// PERSISTENT RESERVE OUT: CDB and its 24-byte parameter list.
-pub fn pr_out(
-    name: &'static str,
-    sa: u8,
-    rtype: u8,
-    key: u64,
-    sa_key: u64,
-) -> (Cdb, Vec<u8>) {
+pub fn pr_out(name: &'static str, sa: u8, rtype: u8, key: u64, sa_key: u64) -> (Cdb, Vec<u8>) {
     let mut c = Cdb::new(name, 10, PR_OUT, 0);
     c.bytes[1] = sa & 0x1f;
     c.bytes[2] = rtype & 0x0f;

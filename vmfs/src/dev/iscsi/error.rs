@@ -91,7 +91,9 @@ pub enum IscsiError {
         lba: u64,
         reason: u8,
     },
-    #[error("{command} at LBA {lba}: target reported iSCSI response {response:#04x} (target failure)")]
+    #[error(
+        "{command} at LBA {lba}: target reported iSCSI response {response:#04x} (target failure)"
+    )]
     TargetFailure {
         command: &'static str,
         lba: u64,
@@ -99,7 +101,9 @@ pub enum IscsiError {
     },
     #[error("{command}: malformed response from the target: {why}")]
     Protocol { command: &'static str, why: String },
-    #[error("the target does not support {command} (opcode {opcode:#04x}), which {needed_for} needs")]
+    #[error(
+        "the target does not support {command} (opcode {opcode:#04x}), which {needed_for} needs"
+    )]
     Unsupported {
         command: &'static str,
         opcode: u8,

@@ -78,9 +78,7 @@ fn probe_caw(dev: &IscsiDev, read_only: bool, bs: u32) -> Result<bool, IscsiErro
                 status::GOOD => return Ok(true),
                 status::CHECK_CONDITION => match cdb::decode_sense(&r.sense) {
                     Some(s) if s.key == key::MISCOMPARE => return Ok(true),
-                    Some(s) if s.key == key::ILLEGAL_REQUEST && s.asc == 0x20 => {
-                        return Ok(false)
-                    }
+                    Some(s) if s.key == key::ILLEGAL_REQUEST && s.asc == 0x20 => return Ok(false),
                     _ => {
                         good(&c, r)?;
                     }
@@ -290,7 +288,12 @@ impl BlockDev for IscsiDev {
     /// does before it touches our heartbeat slot), so the write goes straight
     /// out. Without one, the slot is checked first (not atomic with the
     /// slot's compare-and-write: the timing argument of D > F + T covers it).
-    fn write_fenced(&self, op: FencedOp<'_>, offset: u64, fence: &FenceToken) -> Result<(), DevError> {
+    fn write_fenced(
+        &self,
+        op: FencedOp<'_>,
+        offset: u64,
+        fence: &FenceToken,
+    ) -> Result<(), DevError> {
         let registered = self
             .pr_key
             .lock()

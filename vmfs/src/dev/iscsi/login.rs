@@ -24,7 +24,11 @@ pub struct ChapSecret {
 
 impl std::fmt::Debug for ChapSecret {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "ChapSecret {{ user: {:?}, secret: <redacted> }}", self.user)
+        write!(
+            f,
+            "ChapSecret {{ user: {:?}, secret: <redacted> }}",
+            self.user
+        )
     }
 }
 
@@ -181,11 +185,7 @@ pub fn login(spec: &LoginSpec) -> Result<(TcpStream, Session), IscsiError> {
         addr: spec.addr.clone(),
         source,
     };
-    let addrs: Vec<_> = spec
-        .addr
-        .to_socket_addrs()
-        .map_err(connect_err)?
-        .collect();
+    let addrs: Vec<_> = spec.addr.to_socket_addrs().map_err(connect_err)?.collect();
     let mut last = None;
     let mut sock = None;
     for a in addrs {
@@ -197,9 +197,8 @@ pub fn login(spec: &LoginSpec) -> Result<(TcpStream, Session), IscsiError> {
             Err(e) => last = Some(e),
         }
     }
-    let sock = sock.ok_or_else(|| {
-        connect_err(last.unwrap_or_else(|| std::io::Error::other("no address")))
-    })?;
+    let sock = sock
+        .ok_or_else(|| connect_err(last.unwrap_or_else(|| std::io::Error::other("no address"))))?;
     sock.set_nodelay(true).map_err(connect_err)?;
     sock.set_read_timeout(Some(spec.timeout))
         .map_err(connect_err)?;

@@ -57,11 +57,12 @@ pub struct IscsiOptions {
 fn env_chap(user: &str, secret: &str) -> Result<Option<ChapSecret>, String> {
     match (std::env::var(user).ok(), std::env::var(secret).ok()) {
         (None, None) => Ok(None),
-        (Some(u), Some(s)) if !u.is_empty() && !s.is_empty() => Ok(Some(ChapSecret {
-            user: u,
-            secret: s,
-        })),
-        _ => Err(format!("{user} and {secret} must be set together (and not empty)")),
+        (Some(u), Some(s)) if !u.is_empty() && !s.is_empty() => {
+            Ok(Some(ChapSecret { user: u, secret: s }))
+        }
+        _ => Err(format!(
+            "{user} and {secret} must be set together (and not empty)"
+        )),
     }
 }
 
@@ -75,7 +76,9 @@ impl IscsiOptions {
         let chap = env_chap("VMFS_ISCSI_CHAP_USER", "VMFS_ISCSI_CHAP_SECRET")?;
         let mutual = env_chap("VMFS_ISCSI_MUTUAL_USER", "VMFS_ISCSI_MUTUAL_SECRET")?;
         if mutual.is_some() && chap.is_none() {
-            return Err("mutual CHAP (VMFS_ISCSI_MUTUAL_*) needs one-way CHAP credentials too".into());
+            return Err(
+                "mutual CHAP (VMFS_ISCSI_MUTUAL_*) needs one-way CHAP credentials too".into(),
+            );
         }
         Ok(IscsiOptions {
             initiator,
@@ -96,7 +99,13 @@ pub fn default_initiator_name() -> String {
         .trim()
         .to_ascii_lowercase()
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '.' { c } else { '-' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '.' {
+                c
+            } else {
+                '-'
+            }
+        })
         .collect();
     format!(
         "iqn.2024-01.org.vmfs:{}",
@@ -146,7 +155,12 @@ const MAX_XFER: usize = 1 << 20;
 
 impl IscsiDev {
     /// Log in to `target` at `addr` (`host:port`) and open `lun`.
-    pub fn open(addr: &str, target: &str, lun: u16, opts: &IscsiOptions) -> Result<IscsiDev, IscsiError> {
+    pub fn open(
+        addr: &str,
+        target: &str,
+        lun: u16,
+        opts: &IscsiOptions,
+    ) -> Result<IscsiDev, IscsiError> {
         let mut isid: [u8; 6] = rand::random();
         // Random ISID format (RFC 7143 §11.12.5: T = 10b).
         isid[0] = 0x80 | (isid[0] & 0x3f);
@@ -180,6 +194,12 @@ impl IscsiDev {
             preempted: AtomicBool::new(false),
         };
         dev.info = io::probe(&dev, opts.read_only)?;
+        if !opts.read_only && dev.info.pr {
+            // Before any write: once some host holds the registrants-only
+            // reservation, only registered initiators may write. Joining
+            // replaces this key with the incarnation's own.
+            dev.register_unjoined()?;
+        }
         if opts.require_caw && !dev.info.caw {
             return Err(IscsiError::Unsupported {
                 command: "COMPARE AND WRITE",
@@ -305,7 +325,10 @@ impl IscsiDev {
                     _ => return Ok(r),
                 },
                 Err(IscsiError::Timeout { .. }) => {
-                    c.kill(&format!("{} at LBA {} got no answer within {t:?}", cdb.name, cdb.lba));
+                    c.kill(&format!(
+                        "{} at LBA {} got no answer within {t:?}",
+                        cdb.name, cdb.lba
+                    ));
                     return Err(IscsiError::Timeout {
                         command: cdb.name,
                         lba: cdb.lba,

@@ -22,6 +22,10 @@ const SA_RESERVE: u8 = 0x1;
 const SA_PREEMPT_AND_ABORT: u8 = 0x5;
 const SA_REGISTER_AND_IGNORE: u8 = 0x6;
 
+/// Top 16 bits of the random key a read-write opener registers before it
+/// has joined ("JN"); never equal to an incarnation key ("VM").
+pub(crate) const UNJOINED_KEY_TAG: u64 = 0x4a4e_0000_0000_0000;
+
 /// The reservation key of incarnation `h`: "VM", the slot, the low 32 bits
 /// of `hb_gen`. Unique per slot and generation, never zero.
 pub fn pr_key_for(h: Holder) -> u64 {
@@ -156,7 +160,29 @@ impl IscsiDev {
     }
 }
 
+impl IscsiDev {
+    /// Register a provisional random key unless a live one is in place.
+    pub(super) fn register_unjoined(&self) -> Result<(), IscsiError> {
+        let have = self
+            .pr_key
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some();
+        if have && !self.preempted.load(Ordering::SeqCst) {
+            return Ok(());
+        }
+        self.register_key(UNJOINED_KEY_TAG | (rand::random::<u64>() & 0xffff_ffff_ffff))
+    }
+}
+
 impl PrFencer for IscsiDev {
+    fn prepare_join(&self) -> Result<(), ClusterError> {
+        if !self.info.pr {
+            return Ok(());
+        }
+        self.register_unjoined().map_err(|e| self.pr_err(e))
+    }
+
     fn register(&self, me: Holder) -> Result<(), ClusterError> {
         self.register_key(pr_key_for(me))
             .map_err(|e| self.pr_err(e))

@@ -123,6 +123,7 @@ impl Conn {
         }
         *lock(&self.why_dead) = why.to_string();
         tracing::warn!("iSCSI connection dropped: {why}");
+        discard_unsent(&self.shut);
         let _ = self.shut.shutdown(Shutdown::Both);
         let all: Vec<Pending> = lock(&self.pending).drain().map(|(_, p)| p).collect();
         for p in all {
@@ -495,6 +496,32 @@ impl Conn {
         }
         let _ = rx.recv_timeout(Duration::from_secs(2));
         self.kill("logged out");
+    }
+}
+
+/// Make closing the socket abort it (RST) and throw away whatever is still
+/// queued to send. Otherwise the kernel would keep retransmitting commands we
+/// have given up on, and a path that comes back minutes later could deliver a
+/// write from a host that has since been declared dead.
+fn discard_unsent(sock: &TcpStream) {
+    use std::os::fd::AsRawFd;
+    let l = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    // SAFETY: valid open socket descriptor owned by `sock`; `l` is a
+    // properly initialised linger struct whose size we pass.
+    let rc = unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&l as *const libc::linger).cast(),
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        tracing::debug!("SO_LINGER: {}", std::io::Error::last_os_error());
     }
 }
 

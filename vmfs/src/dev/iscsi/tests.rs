@@ -114,14 +114,15 @@ fn compare_and_write_outcomes() {
     let d = open(&t);
     let zero = [0u8; 512];
     let a = [0xaau8; 512];
-    assert_eq!(d.compare_and_write(4096, &zero, &a).unwrap(), CasOutcome::Done);
+    assert_eq!(
+        d.compare_and_write(4096, &zero, &a).unwrap(),
+        CasOutcome::Done
+    );
     match d.compare_and_write(4096, &zero, &[1u8; 512]).unwrap() {
         CasOutcome::Miscompare(cur) => assert_eq!(cur, a.to_vec()),
         other => panic!("{other:?}"),
     }
-    let e = d
-        .compare_and_write(4096, &a, &[0u8; 1024])
-        .unwrap_err();
+    let e = d.compare_and_write(4096, &a, &[0u8; 1024]).unwrap_err();
     assert!(matches!(e, DevError::CasLength { .. }), "{e}");
 }
 
@@ -162,7 +163,10 @@ fn many_threads_many_outstanding_commands_count_exactly() {
     }
     let mut cur = [0u8; 512];
     d.read_at(&mut cur, 0).unwrap();
-    assert_eq!(u64::from_le_bytes(cur[..8].try_into().unwrap()), threads * per);
+    assert_eq!(
+        u64::from_le_bytes(cur[..8].try_into().unwrap()),
+        threads * per
+    );
 }
 
 #[test]
@@ -210,7 +214,10 @@ fn target_without_compare_and_write_is_refused_for_read_write() {
     t.server.targets[0].luns[0].set_compare_and_write_disabled(true);
     let e = IscsiDev::open(&t.addr.to_string(), IQN, 0, &opts()).unwrap_err();
     let msg = e.to_string();
-    assert!(msg.contains("COMPARE AND WRITE") && msg.contains("0x89"), "{msg}");
+    assert!(
+        msg.contains("COMPARE AND WRITE") && msg.contains("0x89"),
+        "{msg}"
+    );
     let mut o = opts();
     o.read_only = true;
     o.require_caw = false;
@@ -234,7 +241,11 @@ fn reconnects_with_session_reinstatement() {
     d.read_at(&mut b, 512).unwrap();
     assert_eq!(b, [9u8; 512]);
     assert_ne!(d.tsih(), 0);
-    assert_ne!(d.tsih(), first, "a new session (new TSIH) after reinstatement");
+    assert_ne!(
+        d.tsih(),
+        first,
+        "a new session (new TSIH) after reinstatement"
+    );
 }
 
 #[test]
@@ -254,7 +265,9 @@ fn preempt_and_abort_fences_the_victim() {
     assert_eq!(a.read_keys().unwrap(), vec![ka]);
     let e = b.write_at(&[2u8; 512], 0).unwrap_err();
     assert!(matches!(e, DevError::Fenced { .. }), "{e}");
-    let e = b.compare_and_write(0, &[1u8; 512], &[2u8; 512]).unwrap_err();
+    let e = b
+        .compare_and_write(0, &[1u8; 512], &[2u8; 512])
+        .unwrap_err();
     assert!(matches!(e, DevError::Fenced { .. }), "{e}");
     // Reads stay allowed (registrants-only is a write exclusion).
     let mut r = [0u8; 512];
@@ -330,7 +343,12 @@ fn lost_responses_make_compare_and_write_indeterminate() {
     // Reads time out with an error naming the command and LBA.
     let e = d.read_at(&mut [0u8; 512], 1024).unwrap_err();
     let msg = e.to_string();
-    assert!(msg.contains("READ(16) at LBA 2") || msg.contains("timed out") || msg.contains("no response"), "{msg}");
+    assert!(
+        msg.contains("READ(16) at LBA 2")
+            || msg.contains("timed out")
+            || msg.contains("no response"),
+        "{msg}"
+    );
     // The path comes back: the next command reconnects; the CAS landed.
     bh.swallow.store(false, Ordering::SeqCst);
     d.set_io_timeout(Duration::from_secs(5));
