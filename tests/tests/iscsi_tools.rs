@@ -63,7 +63,11 @@ fn iscsi_dev_and_libiscsi_tools_agree() {
 
     {
         let ro = IscsiDev::open(&target.addr.to_string(), IQN, 0, &opts(true)).unwrap();
-        assert_eq!(ro.size(), total, "capacity differs from iscsi-readcapacity16");
+        assert_eq!(
+            ro.size(),
+            total,
+            "capacity differs from iscsi-readcapacity16"
+        );
     }
     if !tool("qemu-io") || !tool("qemu-img") {
         println!("SKIP (data part): qemu-io/qemu-img not installed (qemu-utils)");
@@ -74,7 +78,9 @@ fn iscsi_dev_and_libiscsi_tools_agree() {
         .output()
         .unwrap();
     if String::from_utf8_lossy(&probe.stderr).contains("Unable to load module iscsi") {
-        println!("SKIP (data part): qemu's libiscsi driver is not installed (Debian qemu-block-extra)");
+        println!(
+            "SKIP (data part): qemu's libiscsi driver is not installed (Debian qemu-block-extra)"
+        );
         return;
     }
 
@@ -96,14 +102,8 @@ fn iscsi_dev_and_libiscsi_tools_agree() {
     rw.write_at(&data, 8 << 20).unwrap();
     rw.write_at(&vec![0x3cu8; 64 << 10], 20 << 20).unwrap();
     rw.flush().unwrap();
-    let out = run(Command::new("qemu-io").args([
-        "-f",
-        "raw",
-        "-r",
-        "-c",
-        "read -P 0x3c 20M 64k",
-        &url,
-    ]));
+    let out =
+        run(Command::new("qemu-io").args(["-f", "raw", "-r", "-c", "read -P 0x3c 20M 64k", &url]));
     assert!(!out.contains("verification failed"), "{out}");
     let copy = dir.path().join("copy.raw");
     run(Command::new("qemu-img").args([

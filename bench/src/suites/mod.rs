@@ -1,5 +1,6 @@
 //! The benchmark suites. Each issue adds its suite here.
 
+pub mod initiator;
 pub mod locks;
 pub mod raw;
 
@@ -24,5 +25,10 @@ pub fn all() -> Vec<Suite> {
         name: "locks",
         about: "lock acquire+release rate vs raw CAS, heartbeat I/O per beat with 10,000 locks held, takeover time",
         run: locks::run,
+    },
+    Suite {
+        name: "initiator",
+        about: "IscsiDev: lock latency over iSCSI vs a local file, 4 KiB random-read IOPS vs libiscsi's iscsi-perf",
+        run: initiator::run,
     }]
 }
