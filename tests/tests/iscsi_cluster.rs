@@ -25,6 +25,11 @@ const BIN: &str = env!("CARGO_BIN_EXE_fs-host");
 const SCALE: f64 = 0.1;
 const MARKER: &[u8; 16] = b"!VMFS-CUT-MARK!!";
 
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
 fn t() -> Timeouts {
     Timeouts::scaled(SCALE)
 }
@@ -155,7 +160,7 @@ fn three_hosts_one_sigkilled_mid_write() {
     let dir = tempfile::tempdir().unwrap();
     let image = dir.path().join("lun.img");
     make_volume(&image, 1 << 30, SCALE);
-    let loopback = unsafe { libc::geteuid() } != 0;
+    let loopback = !is_root();
     let target = serve(&image, if loopback { "127.0.0.1:0" } else { "0.0.0.0:0" });
     let at = places(&target, 231, 3);
     let mut hosts: Vec<Proc> = vec![
@@ -223,7 +228,7 @@ fn image_contains(image: &std::path::Path, needle: &[u8]) -> bool {
 
 #[test]
 fn path_loss_self_fence_takeover_and_rejoin() {
-    if unsafe { libc::geteuid() } != 0 {
+    if !is_root() {
         println!("SKIP: cutting one host's link needs root (ip netns + veth)");
         return;
     }

@@ -351,7 +351,7 @@ impl Conn {
                 let Some(entry) = pend.get_mut(&itt) else {
                     return Ok(()); // a command we gave up on
                 };
-                let end = off.checked_add(p.data.len()).unwrap_or(usize::MAX);
+                let end = off.saturating_add(p.data.len());
                 if end > entry.data.len() {
                     return Err(format!(
                         "Data-In for bytes {off}..{end} of a {}-byte {} response",
