@@ -101,9 +101,7 @@ pub enum IscsiError {
     },
     #[error("{command}: malformed response from the target: {why}")]
     Protocol { command: &'static str, why: String },
-    #[error(
-        "the target does not support {command} (opcode {opcode:#04x}), which {needed_for} needs"
-    )]
+    #[error("the target does not support {command} (opcode {opcode:#04x}); {needed_for}")]
     Unsupported {
         command: &'static str,
         opcode: u8,

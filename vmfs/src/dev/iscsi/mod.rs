@@ -194,18 +194,18 @@ impl IscsiDev {
             preempted: AtomicBool::new(false),
         };
         dev.info = io::probe(&dev, opts.read_only)?;
+        if opts.require_caw && !dev.info.caw {
+            return Err(IscsiError::Unsupported {
+                command: "COMPARE AND WRITE",
+                opcode: cdb::COMPARE_AND_WRITE,
+                needed_for: "read-write use of a shared vmfs LUN needs it (heartbeats and on-disk locks are atomic test-and-sets): open it read-only or use a target that implements it",
+            });
+        }
         if !opts.read_only && dev.info.pr {
             // Before any write: once some host holds the registrants-only
             // reservation, only registered initiators may write. Joining
             // replaces this key with the incarnation's own.
             dev.register_unjoined()?;
-        }
-        if opts.require_caw && !dev.info.caw {
-            return Err(IscsiError::Unsupported {
-                command: "COMPARE AND WRITE",
-                opcode: cdb::COMPARE_AND_WRITE,
-                needed_for: "read-write multi-host use (heartbeats and on-disk locks are atomic test-and-sets); open the LUN read-only or use a target that implements it",
-            });
         }
         Ok(dev)
     }

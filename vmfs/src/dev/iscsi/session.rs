@@ -45,6 +45,8 @@ struct Writer {
     cmdsn: u32,
 }
 
+const LOGGED_OUT: &str = "logged out";
+
 /// A connection; dropped (and its socket shut down) when it fails.
 pub struct Conn {
     writer: Mutex<Writer>,
@@ -55,6 +57,8 @@ pub struct Conn {
     pending: Mutex<HashMap<u32, Pending>>,
     next_itt: AtomicU32,
     dead: AtomicBool,
+    /// Logging out: the target closing the connection is expected.
+    closing: AtomicBool,
     why_dead: Mutex<String>,
     pub params: Session,
     lun: u64,
@@ -99,6 +103,7 @@ impl Conn {
             pending: Mutex::new(HashMap::new()),
             next_itt: AtomicU32::new(1),
             dead: AtomicBool::new(false),
+            closing: AtomicBool::new(false),
             why_dead: Mutex::new(String::new()),
             params,
             lun: lun_field(lun),
@@ -122,7 +127,11 @@ impl Conn {
             return;
         }
         *lock(&self.why_dead) = why.to_string();
-        tracing::warn!("iSCSI connection dropped: {why}");
+        if why == LOGGED_OUT || self.closing.load(Ordering::SeqCst) {
+            tracing::debug!("iSCSI connection closed: {why}");
+        } else {
+            tracing::warn!("iSCSI connection dropped: {why}");
+        }
         discard_unsent(&self.shut);
         let _ = self.shut.shutdown(Shutdown::Both);
         let all: Vec<Pending> = lock(&self.pending).drain().map(|(_, p)| p).collect();
@@ -471,6 +480,7 @@ impl Conn {
         if self.is_dead() {
             return;
         }
+        self.closing.store(true, Ordering::SeqCst);
         let itt = self.next_itt.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = channel();
         lock(&self.pending).insert(
@@ -495,7 +505,7 @@ impl Conn {
             }
         }
         let _ = rx.recv_timeout(Duration::from_secs(2));
-        self.kill("logged out");
+        self.kill(LOGGED_OUT);
     }
 }
 
