@@ -106,7 +106,14 @@ impl IscsiDev {
         offset / u64::from(self.info.block_size)
     }
 
-    fn check_writable(&self) -> Result<(), DevError> {
+    fn check_writable(&self, op: DevOp) -> Result<(), DevError> {
+        if self.read_only {
+            return Err(DevError::Unsupported {
+                device: self.name.clone(),
+                op,
+                why: "the LUN was opened read-only".into(),
+            });
+        }
         if self.preempted.load(std::sync::atomic::Ordering::SeqCst) {
             return Err(self.fenced_err());
         }
@@ -181,7 +188,7 @@ impl BlockDev for IscsiDev {
 
     fn write_at(&self, buf: &[u8], offset: u64) -> Result<(), DevError> {
         check_io(self, DevOp::Write, offset, buf.len() as u64)?;
-        self.check_writable()?;
+        self.check_writable(DevOp::Write)?;
         let bs = self.info.block_size as usize;
         for (i, chunk) in buf.chunks(MAX_XFER).enumerate() {
             let off = offset + (i * MAX_XFER) as u64;
@@ -201,7 +208,7 @@ impl BlockDev for IscsiDev {
 
     fn write_zeroes(&self, offset: u64, len: u64) -> Result<(), DevError> {
         check_io(self, DevOp::WriteZeroes, offset, len)?;
-        self.check_writable()?;
+        self.check_writable(DevOp::WriteZeroes)?;
         // With LBPRZ, deallocating is the same as zeroing and cheaper.
         let unmap = self.info.lbpme && self.info.lbprz;
         self.write_same(offset, len, unmap, DevOp::WriteZeroes)
@@ -209,7 +216,7 @@ impl BlockDev for IscsiDev {
 
     fn unmap(&self, offset: u64, len: u64) -> Result<(), DevError> {
         check_io(self, DevOp::Unmap, offset, len)?;
-        self.check_writable()?;
+        self.check_writable(DevOp::Unmap)?;
         if !self.info.lbpme {
             return Err(DevError::Unsupported {
                 device: self.name.clone(),
@@ -240,7 +247,7 @@ impl BlockDev for IscsiDev {
         new: &[u8],
     ) -> Result<CasOutcome, DevError> {
         check_cas(self, offset, expected, new)?;
-        self.check_writable()?;
+        self.check_writable(DevOp::CompareAndWrite)?;
         let len = new.len() as u64;
         let blocks = new.len() / self.info.block_size as usize;
         if !self.info.caw || blocks == 0 || blocks > self.info.max_caw_blocks.min(255) as usize {

@@ -142,6 +142,7 @@ pub struct IscsiDev {
     /// Another host removed our registration (PREEMPT AND ABORT): we were
     /// declared dead, and writes are refused until the host registers anew.
     preempted: AtomicBool,
+    read_only: bool,
 }
 
 impl std::fmt::Debug for Conn {
@@ -192,6 +193,7 @@ impl IscsiDev {
             timeout_ns: AtomicU64::new(opts.io_timeout.as_nanos() as u64),
             pr_key: Mutex::new(None),
             preempted: AtomicBool::new(false),
+            read_only: opts.read_only,
         };
         dev.info = io::probe(&dev, opts.read_only)?;
         if opts.require_caw && !dev.info.caw {

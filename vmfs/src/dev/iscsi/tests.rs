@@ -221,9 +221,16 @@ fn target_without_compare_and_write_is_refused_for_read_write() {
     let mut o = opts();
     o.read_only = true;
     o.require_caw = false;
-    // Read-only opens do not test-write; they trust the command table
-    // (which this test switch leaves alone), and the command itself fails.
+    // Read-only opens work (reads only).
     let d = IscsiDev::open(&t.addr.to_string(), IQN, 0, &o).unwrap();
+    let mut b = [1u8; 512];
+    d.read_at(&mut b, 0).unwrap();
+    assert_eq!(b, [0u8; 512]);
+    // Without the probe's refusal, the command itself fails, naming it.
+    let mut o = opts();
+    o.require_caw = false;
+    let d = IscsiDev::open(&t.addr.to_string(), IQN, 0, &o).unwrap();
+    assert!(!d.capabilities().cross_machine_atomic_cas);
     let e = d.compare_and_write(0, &[0; 512], &[1; 512]).unwrap_err();
     assert!(e.to_string().contains("COMPARE AND WRITE"), "{e}");
 }
@@ -273,10 +280,26 @@ fn preempt_and_abort_fences_the_victim() {
     let mut r = [0u8; 512];
     b.read_at(&mut r, 0).unwrap();
     assert_eq!(r, [1u8; 512]);
-    // A third initiator that never registered cannot write either.
+    // A read-write open registers a provisional ("JN") key before any
+    // write, and is fenced the same way.
     let c = open(&t);
+    let kc = *a
+        .read_keys()
+        .unwrap()
+        .iter()
+        .find(|k| *k >> 48 == 0x4a4e)
+        .expect("provisional key of the third initiator");
+    c.write_at(&[3u8; 512], 0).unwrap();
+    a.preempt_key(kc).unwrap();
     let e = c.write_at(&[3u8; 512], 0).unwrap_err();
     assert!(matches!(e, DevError::Fenced { .. }), "{e}");
+    // A read-only open refuses writes itself.
+    let mut o = opts();
+    o.read_only = true;
+    o.require_caw = false;
+    let ro = IscsiDev::open(&t.addr.to_string(), IQN, 0, &o).unwrap();
+    let e = ro.write_at(&[3u8; 512], 0).unwrap_err();
+    assert!(e.to_string().contains("read-only"), "{e}");
     // Preempting a key that is gone is not an error; A still writes.
     a.preempt_key(kb).unwrap();
     a.write_at(&[4u8; 512], 0).unwrap();
