@@ -142,6 +142,9 @@ pub struct IscsiDev {
     /// Another host removed our registration (PREEMPT AND ABORT): we were
     /// declared dead, and writes are refused until the host registers anew.
     preempted: AtomicBool,
+    /// Bumped by every registration: a command issued under an older key is
+    /// not reissued after a reconnect (it belongs to an earlier incarnation).
+    epoch: AtomicU64,
     read_only: bool,
 }
 
@@ -193,6 +196,7 @@ impl IscsiDev {
             timeout_ns: AtomicU64::new(opts.io_timeout.as_nanos() as u64),
             pr_key: Mutex::new(None),
             preempted: AtomicBool::new(false),
+            epoch: AtomicU64::new(0),
             read_only: opts.read_only,
         };
         dev.info = io::probe(&dev, opts.read_only)?;
@@ -300,6 +304,7 @@ impl IscsiDev {
     ) -> Result<Reply, IscsiError> {
         let t = self.io_timeout();
         let deadline = Instant::now() + t;
+        let epoch = self.epoch.load(Ordering::SeqCst);
         let mut attentions = 0;
         loop {
             let c = self.connection(deadline, cdb)?;
@@ -338,7 +343,7 @@ impl IscsiDev {
                     });
                 }
                 Err(e @ IscsiError::ConnectionLost { .. }) => {
-                    if !idempotent {
+                    if !idempotent || self.epoch.load(Ordering::SeqCst) != epoch {
                         return Err(e);
                     }
                 }

@@ -108,6 +108,7 @@ impl IscsiDev {
             });
         }
         *self.pr_key.lock().unwrap_or_else(|e| e.into_inner()) = Some(key);
+        self.epoch.fetch_add(1, Ordering::SeqCst);
         self.preempted.store(false, Ordering::SeqCst);
         self.ensure_reservation(key)
     }
