@@ -16,6 +16,12 @@ pub(super) fn probe(dev: &IscsiDev, read_only: bool) -> Result<LunInfo, IscsiErr
     dev.exec_good(&cdb::test_unit_ready(), &[], 0, true)?;
     let c = cdb::read_capacity16();
     let r = dev.exec_good(&c, &[], 32, true)?;
+    if r.received < 32 {
+        return Err(IscsiError::Protocol {
+            command: c.name,
+            why: format!("{} bytes of capacity data, expected 32", r.received),
+        });
+    }
     let d = &r.data;
     let last = u64::from_be_bytes(d[0..8].try_into().expect("8"));
     let block_size = u32::from_be_bytes(d[8..12].try_into().expect("4"));
@@ -170,14 +176,19 @@ impl BlockDev for IscsiDev {
             let r = self
                 .exec_good(&c, &[], chunk.len(), true)
                 .map_err(|e| self.dev_err(DevOp::Read, off, chunk.len() as u64, e))?;
-            if r.data.len() != chunk.len() {
+            if r.received != chunk.len() {
                 return Err(self.dev_err(
                     DevOp::Read,
                     off,
                     chunk.len() as u64,
                     IscsiError::Protocol {
                         command: c.name,
-                        why: format!("{} bytes returned for {}", r.data.len(), chunk.len()),
+                        why: format!(
+                            "READ(16) at LBA {} returned {} bytes of {}",
+                            c.lba,
+                            r.received,
+                            chunk.len()
+                        ),
                     },
                 ));
             }

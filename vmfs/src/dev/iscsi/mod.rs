@@ -444,3 +444,5 @@ impl Drop for IscsiDev {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_hostile;

@@ -25,6 +25,8 @@ pub struct Reply {
     pub status: u8,
     pub sense: Vec<u8>,
     pub data: Vec<u8>,
+    /// Data-In bytes actually received (a short transfer leaves zeros).
+    pub received: usize,
 }
 
 enum Event {
@@ -36,6 +38,7 @@ enum Event {
 struct Pending {
     tx: Sender<Event>,
     data: Vec<u8>,
+    received: usize,
     name: &'static str,
     lba: u64,
 }
@@ -189,6 +192,7 @@ impl Conn {
             Pending {
                 tx,
                 data: vec![0; read_len],
+                received: 0,
                 name: cdb.name,
                 lba: cdb.lba,
             },
@@ -369,6 +373,7 @@ impl Conn {
                     ));
                 }
                 entry.data[off..end].copy_from_slice(&p.data);
+                entry.received += p.data.len();
                 if status {
                     let e = pend.remove(&itt).expect("present");
                     drop(pend);
@@ -376,6 +381,7 @@ impl Conn {
                         status: p.bhs[3],
                         sense: Vec::new(),
                         data: e.data,
+                        received: e.received,
                     }));
                 }
             }
@@ -403,6 +409,7 @@ impl Conn {
                     status: p.bhs[3],
                     sense,
                     data: e.data,
+                    received: e.received,
                 }));
             }
             op::R2T => {
@@ -466,6 +473,7 @@ impl Conn {
                     Event::Done(Reply {
                         status: p.bhs[2],
                         sense: Vec::new(),
+                        received: p.data.len(),
                         data: p.data,
                     }),
                 );
@@ -488,6 +496,7 @@ impl Conn {
             Pending {
                 tx,
                 data: Vec::new(),
+                received: 0,
                 name: "LOGOUT",
                 lba: 0,
             },
