@@ -66,7 +66,7 @@ pub const OUR_MRDSL: u32 = 262_144;
 const LOGIN_MAX_DATA: usize = 65_536;
 
 /// Read one PDU (no digests: we never negotiate them).
-pub fn read_pdu(sock: &mut TcpStream, max_data: usize) -> std::io::Result<Pdu> {
+pub fn read_pdu<R: Read>(sock: &mut R, max_data: usize) -> std::io::Result<Pdu> {
     let mut bhs = [0u8; BHS_LEN];
     sock.read_exact(&mut bhs)?;
     let ahs = bhs[4] as usize * 4;

@@ -544,7 +544,9 @@ fn discard_unsent(sock: &TcpStream) {
     }
 }
 
-fn reader_loop(mut sock: TcpStream, conn: std::sync::Weak<Conn>) {
+fn reader_loop(sock: TcpStream, conn: std::sync::Weak<Conn>) {
+    // Buffered: a PDU header and its data usually arrive in one read.
+    let mut sock = std::io::BufReader::with_capacity(256 * 1024, sock);
     loop {
         let r = read_pdu(&mut sock, OUR_MRDSL as usize);
         let Some(c) = conn.upgrade() else { return };
