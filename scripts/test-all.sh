@@ -21,6 +21,19 @@ if [ "$(id -u)" = 0 ]; then
         apt-get update -qq
         DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
     fi
+    # qemu's libiscsi block driver (qemu-io/qemu-img on iscsi:// URLs: the
+    # IscsiDev cross-check in tests/tests/iscsi_tools.rs). Only in the version
+    # of the installed qemu-utils: a mismatched one would make apt remove it.
+    if ! dpkg-query -W -f='${Status}' qemu-block-extra 2>/dev/null | grep -q "install ok installed"; then
+        apt-get update -qq
+        qv=$(dpkg-query -W -f='${Version}' qemu-utils 2>/dev/null || true)
+        bv=$(apt-cache policy qemu-block-extra | awk '/Candidate:/ {print $2}')
+        if [ -n "$qv" ] && [ "$qv" = "$bv" ]; then
+            DEBIAN_FRONTEND=noninteractive apt-get install -y -qq qemu-block-extra >/dev/null
+        else
+            echo "== qemu-block-extra $bv does not match qemu-utils $qv: not installed (the qemu part of iscsi_tools skips)"
+        fi
+    fi
 else
     echo "== not root: skipping package install (tests needing ${PKGS[*]} say so and are skipped)"
 fi

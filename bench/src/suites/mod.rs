@@ -1,11 +1,12 @@
 //! The benchmark suites. Each issue adds its suite here.
 
 pub mod fsck;
+pub mod initiator;
 pub mod locks;
 pub mod nfs;
 pub mod raw;
-pub mod vhost;
 pub mod scale;
+pub mod vhost;
 
 use crate::harness::Row;
 use crate::Config;
@@ -48,5 +49,10 @@ pub fn all() -> Vec<Suite> {
         name: "scale",
         about: "heartbeat cost with 128 hosts joined and 10,000 locks held; dead-host scan with 127 peers",
         run: scale::run,
+    },
+    Suite {
+        name: "initiator",
+        about: "IscsiDev: lock latency over iSCSI vs a local file, 4 KiB random-read IOPS vs libiscsi's iscsi-perf",
+        run: initiator::run,
     }]
 }
