@@ -27,6 +27,9 @@ pub struct WriteState {
     /// Unsolicited Data-Out still expected (before the first R2T).
     pub unsolicited_open: bool,
     pub r2tsn: u32,
+    /// DataSN the next Data-Out of the current sequence must carry (each
+    /// R2T, and the unsolicited burst, starts a sequence at 0).
+    pub next_datasn: u32,
     pub ttt: u32,
     pub flags: u8,
     pub aborted: Arc<AtomicBool>,
@@ -81,6 +84,7 @@ fn send_r2t(conn: &Conn, w: &mut WriteState, itt: u32, next_ttt: &mut u32) {
     r.set_u32(40, w.requested);
     r.set_u32(44, len);
     w.r2tsn += 1;
+    w.next_datasn = 0;
     w.requested += len;
     conn.send(r, false);
 }
@@ -164,6 +168,7 @@ pub fn command(
         requested: unsolicited_end,
         unsolicited_open: unsolicited_end > imm && flags & 0x80 == 0,
         r2tsn: 0,
+        next_datasn: 0,
         ttt: RESERVED_TAG,
         flags,
         aborted,
@@ -223,6 +228,36 @@ pub fn data_out(
         conn.reject(reject::INVALID_PDU_FIELD, &p.bhs);
         return Ok(());
     }
+    let datasn = p.u32_at(36);
+    if datasn != w.next_datasn {
+        // A missing or reordered Data-Out. At ErrorRecoveryLevel 0 there is
+        // no recovery R2T; the PDU framing is intact, so only this task is
+        // ended (ABORTED COMMAND, DATA PHASE ERROR) and its remaining
+        // Data-Out PDUs are ignored. Nothing was written.
+        tracing::debug!(
+            itt,
+            datasn,
+            expected = w.next_datasn,
+            "Data-Out DataSN out of sequence: task terminated"
+        );
+        let w = writes.remove(&itt).expect("present");
+        let mut resp = scsi::lun::check(
+            Sense::new(key::ABORTED_COMMAND, asc::DATA_PHASE_ERROR),
+            false,
+        );
+        resp.out_len = Some(0);
+        finish(
+            conn,
+            session,
+            itt,
+            w.lun_field,
+            w.flags,
+            w.buf.len() as u32,
+            resp,
+        );
+        return Ok(());
+    }
+    w.next_datasn = w.next_datasn.wrapping_add(1);
     w.buf[off..end].copy_from_slice(&p.data);
     w.received += p.data.len() as u32;
     let fin = p.final_bit();
@@ -276,9 +311,16 @@ fn spawn_exec(
         .unwrap_or_else(|_| {
             scsi::lun::check(Sense::new(key::HARDWARE_ERROR, asc::NO_ADDITIONAL), false)
         });
-        if aborted.load(std::sync::atomic::Ordering::SeqCst) {
-            session.tasks().remove(&itt);
-            return;
+        {
+            // Decided under the task table's lock, which task management
+            // also holds while marking tasks aborted: either the abort saw
+            // the task (no response is sent) or it did not (it reports
+            // "task does not exist"), never both.
+            let mut tasks = session.tasks();
+            tasks.remove(&itt);
+            if aborted.load(std::sync::atomic::Ordering::SeqCst) {
+                return;
+            }
         }
         finish(&conn, &session, itt, lun_field, flags, edtl, resp);
     });
@@ -334,8 +376,10 @@ pub fn finish(
     let read = flags & 0x40 != 0;
     let write = flags & 0x20 != 0;
     if write && !read && !resp.data_in.is_empty() {
-        // A data-in command sent with only the W bit.
-        resp = scsi::lun::check(Sense::invalid_cdb(0, None), false);
+        // A data-in command sent with only the W bit: the command ran, but
+        // its data has no way back; the status stands and no data-out was
+        // consumed (underflow of the whole EDTL).
+        resp.data_in.clear();
         resp.out_len = Some(0);
     }
     let read_edtl = if read || !write { edtl } else { 0 };

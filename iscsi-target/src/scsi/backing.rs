@@ -8,6 +8,8 @@ use std::os::unix::fs::{FileExt, FileTypeExt};
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 
+use super::ofd::OfdRangeLock;
+
 /// An open backing file.
 #[derive(Debug)]
 pub struct Backing {
@@ -66,6 +68,14 @@ impl Backing {
     }
     pub fn write_at(&self, buf: &[u8], off: u64) -> io::Result<()> {
         self.file.write_all_at(buf, off)
+    }
+    /// Write-locks a byte range against other processes (COMPARE AND WRITE).
+    pub fn lock_exclusive(&self, off: u64, len: u64) -> io::Result<OfdRangeLock> {
+        OfdRangeLock::exclusive(self.file.as_raw_fd(), off, len)
+    }
+    /// Read-locks a byte range against other processes' COMPARE AND WRITE.
+    pub fn lock_shared(&self, off: u64, len: u64) -> io::Result<OfdRangeLock> {
+        OfdRangeLock::shared(self.file.as_raw_fd(), off, len)
     }
     pub fn sync(&self) -> io::Result<()> {
         self.file.sync_data()

@@ -156,9 +156,11 @@ impl Lun {
     /// I_T nexus loss (session gone): releases its SPC-2 reservation.
     pub fn nexus_lost(&self, nexus: &Nexus) {
         let mut st = self.lock_state();
-        if st.spc2.as_deref() == Some(nexus.port_name().as_str()) {
+        let port = nexus.port_name();
+        if st.spc2.as_deref() == Some(port.as_str()) {
             st.spc2 = None;
         }
+        st.copy.nexus_lost(&port);
     }
 
     pub(crate) fn check_lba(&self, lba: u64, blocks: u64) -> Result<(), Sense> {
@@ -337,13 +339,15 @@ impl Lun {
             }
             Command::ExtendedCopy { len } => {
                 *out_len = Some(*len);
-                xcopy::extended_copy(self, *len, data)
+                xcopy::extended_copy(self, &req.nexus.port_name(), *len, data)
             }
             Command::ReceiveCopyResults {
                 action,
                 list_id,
                 alloc,
-            } => xcopy::receive_copy_results(self, *action, *list_id, *alloc),
+            } => {
+                xcopy::receive_copy_results(self, &req.nexus.port_name(), *action, *list_id, *alloc)
+            }
             Command::StartStopUnit { .. } => Ok(Vec::new()),
             Command::PreventAllow { prevent } => {
                 if *prevent != 0 {
