@@ -1,5 +1,6 @@
 //! The benchmark suites. Each issue adds its suite here.
 
+pub mod iscsi;
 pub mod locks;
 pub mod raw;
 
@@ -24,5 +25,10 @@ pub fn all() -> Vec<Suite> {
         name: "locks",
         about: "lock acquire+release rate vs raw CAS, heartbeat I/O per beat with 10,000 locks held, takeover time",
         run: locks::run,
+    },
+    Suite {
+        name: "iscsi",
+        about: "iscsi-target vs tgt on one file over loopback (iscsi-perf reads, rust-initiator writes) and fio io_uring on the raw file",
+        run: iscsi::run,
     }]
 }
