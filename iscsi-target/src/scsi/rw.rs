@@ -152,8 +152,13 @@ pub(crate) fn compare_and_write(
         }
         return Ok(Vec::new());
     }
-    need_data(data, 2 * len as usize)?;
-    let (expected, new) = data[..2 * len as usize].split_at(len as usize);
+    if data.len() as u64 != 2 * len {
+        // The data-out must be exactly the verify and write instances: a
+        // mismatch means initiator and CDB disagree on the length, and
+        // comparing a guess could write the wrong bytes.
+        return Err(Sense::invalid_cdb(13, None).into());
+    }
+    let (expected, new) = data.split_at(len as usize);
     let _g = lun.range.lock(r.lba, r.blocks as u64, true);
     // The same exclusive OFD range lock vmfs's FileDev takes for its
     // emulated ATS: atomic also against other processes on this machine.
