@@ -11,8 +11,9 @@ use std::sync::{Arc, Condvar, Mutex};
 /// Work for a pool thread.
 pub type Job = Box<dyn FnOnce() + Send + 'static>;
 
-/// Default number of workers per LUN.
-pub const DEFAULT_WORKERS: usize = 8;
+/// Default number of workers per LUN: enough to keep a QD32 initiator's
+/// page-cache misses all in flight at the device.
+pub const DEFAULT_WORKERS: usize = 32;
 
 struct Queue {
     jobs: VecDeque<Job>,

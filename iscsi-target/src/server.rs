@@ -11,7 +11,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::config::{ChapCredentials, Config, TargetConfig};
-use crate::io_pool::{IoPool, DEFAULT_WORKERS};
+use crate::io_pool::IoPool;
 use crate::params::TargetLimits;
 use crate::scsi::{Lun, LunOptions, Nexus};
 
@@ -77,7 +77,7 @@ impl Server {
             let mut luns = Vec::new();
             let mut pools = Vec::new();
             for (i, l) in t.luns.iter().enumerate() {
-                pools.push(IoPool::new(&format!("lun{i}-io"), DEFAULT_WORKERS)?);
+                pools.push(IoPool::new(&format!("lun{i}-io"), config.io_workers)?);
                 let lun = Arc::new(Lun::open(&LunOptions {
                     path: l.path.clone(),
                     read_only: l.read_only,
