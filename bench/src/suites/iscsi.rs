@@ -7,6 +7,11 @@
 //! initiator (`iscsi_target::initiator`), labelled "rust-initiator": N
 //! sessions each with one command in flight (QD N in total), 4 KiB WRITE(10)
 //! at random 4 KiB-aligned LBAs, the same generator against both targets.
+//!
+//! Every target sample and every buffered fio sample starts with the whole
+//! file in the page cache (read once just before): the figures compare the
+//! servers, not which of them found the cache warmer. fio O_DIRECT shows
+//! the device underneath.
 
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpListener};
@@ -188,6 +193,23 @@ fn start_tgt(file: &Path) -> Result<(Proc, Portal), String> {
     ))
 }
 
+/// Reads the whole backing file so that every target sample starts from
+/// the same state: all of it in the page cache (fio's O_DIRECT runs, and
+/// other processes' memory use, may have evicted parts).
+fn warm(file: &Path) -> Result<(), String> {
+    use std::io::Read;
+    let mut f =
+        std::fs::File::open(file).map_err(|e| format!("warming {}: {e}", file.display()))?;
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        match f.read(&mut buf) {
+            Ok(0) => return Ok(()),
+            Ok(_) => {}
+            Err(e) => return Err(format!("warming {}: {e}", file.display())),
+        }
+    }
+}
+
 /// Runs `iscsi-perf` and returns its final average (IOPS, MB/s).
 fn iscsi_perf(
     bin: &Path,
@@ -327,10 +349,15 @@ fn fio_subject<'a>(
         direct,
         size: env.size,
         runtime_secs: env.secs,
+        // Buffered runs read the cached file, like the targets do.
+        keep_cache: !direct,
     };
     Subject {
         name: name.to_string(),
         run: Box::new(move || {
+            if !direct {
+                warm(&env.file)?;
+            }
             let r = fio::run(&env.fio, &env.file, &job)?;
             Ok(if mib { r.mib_per_s } else { r.iops })
         }),
@@ -344,6 +371,7 @@ fn cases(env: &Env, repeats: usize) -> Vec<Row> {
         let perf = |portal: &'static str, p: Portal| Subject {
             name: portal.to_string(),
             run: Box::new(move || {
+                warm(&env.file)?;
                 let (iops, mb) = iscsi_perf(&env.perf, &p, qd, blocks, random, env.secs)?;
                 // iscsi-perf's "MB" is MiB (bytes >> 20).
                 Ok(if mib { mb } else { iops })
@@ -372,7 +400,10 @@ fn cases(env: &Env, repeats: usize) -> Vec<Row> {
     for qd in [1u32, 16] {
         let writer = |label: &'static str, p: Portal| Subject {
             name: label.to_string(),
-            run: Box::new(move || rust_writes(&p, qd, env.secs, env.size)),
+            run: Box::new(move || {
+                warm(&env.file)?;
+                rust_writes(&p, qd, env.secs, env.size)
+            }),
         };
         let case = Case {
             suite: "iscsi",
