@@ -54,9 +54,8 @@ impl Portal {
     }
 }
 
-fn start_ours(file: &Path) -> Result<(Proc, Portal), String> {
-    let bin = tools::workspace_bin("iscsi-target", "iscsi-target")?;
-    let mut child = Command::new(&bin)
+fn start_ours(bin: &Path, file: &Path) -> Result<(Proc, Portal), String> {
+    let mut child = Command::new(bin)
         .args([
             "--listen",
             "127.0.0.1:0",
@@ -322,6 +321,8 @@ struct Env {
     size: u64,
     secs: u32,
     ours: Portal,
+    /// A second build of ours to compare against (`BENCH_ISCSI_TARGET_BEFORE`).
+    before: Option<Portal>,
     tgt: Portal,
 }
 
@@ -395,6 +396,10 @@ fn cases(env: &Env, repeats: usize) -> Vec<Row> {
                 fio_subject(env, "fio io_uring O_DIRECT", rw, bs, qd, true, mib),
             ],
         };
+        let mut case = case;
+        if let Some(b) = &env.before {
+            case.subjects.push(perf("iscsi-target (before)", b.clone()));
+        }
         rows.extend(run_case(case, repeats));
     }
     for qd in [1u32, 16] {
@@ -425,6 +430,11 @@ fn cases(env: &Env, repeats: usize) -> Vec<Row> {
                 ),
             ],
         };
+        let mut case = case;
+        if let Some(b) = &env.before {
+            case.subjects
+                .push(writer("iscsi-target (before)", b.clone()));
+        }
         rows.extend(run_case(case, repeats));
     }
     rows
@@ -436,7 +446,14 @@ pub fn run(cfg: &Config) -> Result<Vec<Row>, String> {
     let file = cfg.work_dir.join("iscsi-backing.img");
     let size = cfg.file_size();
     fio::prefill(&fio_bin, &file, size)?;
-    let (_ours_proc, ours) = start_ours(&file)?;
+    let bin = tools::workspace_bin("iscsi-target", "iscsi-target")?;
+    let (_ours_proc, ours) = start_ours(&bin, &file)?;
+    // Optional A/B: another build of iscsi-target (e.g. the commit before a
+    // change) serving the same file, as one more subject.
+    let before = match std::env::var_os("BENCH_ISCSI_TARGET_BEFORE") {
+        Some(p) => Some(start_ours(Path::new(&p), &file)?),
+        None => None,
+    };
     let (_tgt_proc, tgt) = start_tgt(&file)?;
     let env = Env {
         perf,
@@ -445,6 +462,7 @@ pub fn run(cfg: &Config) -> Result<Vec<Row>, String> {
         size,
         secs: if cfg.quick { 1 } else { cfg.runtime_secs() },
         ours,
+        before: before.as_ref().map(|(_, p)| p.clone()),
         tgt,
     };
     let rows = cases(&env, cfg.repeats);
