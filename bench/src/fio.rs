@@ -13,6 +13,10 @@ pub struct FioJob {
     pub direct: bool,
     pub size: u64,
     pub runtime_secs: u32,
+    /// Leave the file's page cache alone (fio drops it before each run by
+    /// default, `invalidate=1`), for comparisons with servers reading the
+    /// same cached file.
+    pub keep_cache: bool,
 }
 
 /// What fio measured for the job's direction.
@@ -36,6 +40,7 @@ pub fn run(fio: &Path, file: &Path, job: &FioJob) -> Result<FioResult, String> {
         .arg(format!("--runtime={}", job.runtime_secs))
         .arg("--time_based=1")
         .arg("--randrepeat=0")
+        .arg(format!("--invalidate={}", u8::from(!job.keep_cache)))
         .arg("--group_reporting=1")
         .arg("--output-format=json")
         .output()

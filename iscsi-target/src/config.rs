@@ -77,6 +77,9 @@ pub struct Config {
     pub targets: Vec<TargetConfig>,
     /// CHAP credentials required for discovery sessions (optional).
     pub discovery_chap: Option<ChapCredentials>,
+    /// I/O worker threads per LUN (commands that may block run there).
+    #[serde(default = "default_io_workers")]
+    pub io_workers: usize,
 }
 
 fn default_portals() -> Vec<SocketAddr> {
@@ -84,6 +87,9 @@ fn default_portals() -> Vec<SocketAddr> {
 }
 fn default_tpgt() -> u16 {
     1
+}
+pub fn default_io_workers() -> usize {
+    crate::io_pool::DEFAULT_WORKERS
 }
 
 fn valid_name(n: &str) -> bool {
@@ -122,6 +128,12 @@ impl Config {
         }
         if self.targets.is_empty() {
             return Err(ConfigError::Invalid("no targets".into()));
+        }
+        if !(1..=1024).contains(&self.io_workers) {
+            return Err(ConfigError::Invalid(format!(
+                "io_workers = {}: must be 1 to 1024",
+                self.io_workers
+            )));
         }
         for (i, t) in self.targets.iter().enumerate() {
             if !valid_name(&t.iqn) {
@@ -179,6 +191,14 @@ path = "a.img"
         assert!(c.targets[0].allows("iqn.2024-01.test:host1"));
         assert!(!c.targets[0].allows("iqn.2024-01.test:other"));
         assert!(!format!("{:?}", c).contains("s3cr3t"));
+        assert_eq!(c.io_workers, crate::io_pool::DEFAULT_WORKERS);
+        std::fs::write(
+            &p,
+            "io_workers = 0\n[[target]]\niqn = \"iqn.2024-01.test:a\"\n[[target.lun]]\npath=\"x\"\n",
+        )
+        .unwrap();
+        let e = Config::from_toml(&p).unwrap_err().to_string();
+        assert!(e.contains("io_workers"), "{e}");
         std::fs::write(
             &p,
             "[[target]]\niqn = \"bad name\"\n[[target.lun]]\npath=\"x\"\n",

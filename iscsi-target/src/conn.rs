@@ -32,10 +32,26 @@ pub enum ConnError {
 /// A PDU on its way out.
 pub struct Out {
     pub pdu: Pdu,
+    /// Data segment shared with other PDUs of the same command (Data-In
+    /// bursts of one read buffer): sent straight from the buffer, no copy.
+    pub payload: Option<Payload>,
     /// Whether this PDU consumes a StatSN.
     pub status: bool,
     /// Close the connection after sending.
     pub close: bool,
+}
+
+/// `buf[start..start+len]` as a PDU's data segment.
+pub struct Payload {
+    pub buf: Arc<Vec<u8>>,
+    pub start: usize,
+    pub len: usize,
+}
+
+impl Payload {
+    fn bytes(&self) -> &[u8] {
+        &self.buf[self.start..self.start + self.len]
+    }
 }
 
 /// Connection state shared between reader, tasks and writer.
@@ -49,6 +65,16 @@ impl Conn {
     pub fn send(&self, pdu: Pdu, status: bool) {
         let _ = self.tx.send(Out {
             pdu,
+            payload: None,
+            status,
+            close: false,
+        });
+    }
+    /// Sends `pdu` with `payload` as its data segment.
+    pub fn send_with(&self, pdu: Pdu, payload: Payload, status: bool) {
+        let _ = self.tx.send(Out {
+            pdu,
+            payload: Some(payload),
             status,
             close: false,
         });
@@ -56,6 +82,7 @@ impl Conn {
     pub fn send_and_close(&self, pdu: Pdu) {
         let _ = self.tx.send(Out {
             pdu,
+            payload: None,
             status: true,
             close: true,
         });
@@ -95,7 +122,21 @@ async fn writer(
         if out.status {
             statsn = statsn.wrapping_add(1);
         }
-        if buf.write_all(&p.encode(digests)).await.is_err() {
+        let sent = match &out.payload {
+            None => buf.write_all(&p.encode(digests)).await,
+            Some(payload) => {
+                let data = payload.bytes();
+                let trailer = Pdu::data_trailer(data, digests);
+                match buf.write_all(&p.encode_header(data.len(), digests)).await {
+                    Ok(()) => match buf.write_all(data).await {
+                        Ok(()) => buf.write_all(&trailer).await,
+                        Err(e) => Err(e),
+                    },
+                    Err(e) => Err(e),
+                }
+            }
+        };
+        if sent.is_err() {
             return;
         }
         if out.close {

@@ -6,6 +6,7 @@ pub mod chap;
 pub mod config;
 pub mod conn;
 pub mod initiator;
+pub mod io_pool;
 pub mod login;
 pub mod params;
 pub mod pdu;

@@ -144,11 +144,14 @@ impl Pdu {
     }
 
     /// Serialises the PDU, filling in the length fields and digests.
-    pub fn encode(&self, digests: Digests) -> Vec<u8> {
+    /// BHS, AHS and header digest for a PDU whose data segment (sent
+    /// separately, see [`Pdu::data_trailer`]) is `dsl` bytes long; `self.data`
+    /// is ignored.
+    pub fn encode_header(&self, dsl: usize, digests: Digests) -> Vec<u8> {
         let mut bhs = self.bhs;
         let ahs_len = self.ahs.len() + pad4(self.ahs.len());
         bhs[4] = (ahs_len / 4) as u8;
-        let dsl = self.data.len().min(MAX_DSL);
+        let dsl = dsl.min(MAX_DSL);
         bhs[5] = (dsl >> 16) as u8;
         bhs[6] = (dsl >> 8) as u8;
         bhs[7] = dsl as u8;
@@ -160,6 +163,12 @@ impl Pdu {
             let c = crc32c::crc32c(&out);
             out.extend_from_slice(&c.to_le_bytes());
         }
+        out
+    }
+
+    pub fn encode(&self, digests: Digests) -> Vec<u8> {
+        let dsl = self.data.len().min(MAX_DSL);
+        let mut out = self.encode_header(dsl, digests);
         if dsl > 0 {
             let start = out.len();
             out.extend_from_slice(&self.data[..dsl]);
@@ -168,6 +177,20 @@ impl Pdu {
                 let c = crc32c::crc32c(&out[start..]);
                 out.extend_from_slice(&c.to_le_bytes());
             }
+        }
+        out
+    }
+
+    /// Padding and data digest that follow a data segment `data` sent
+    /// after [`Pdu::encode_header`].
+    pub fn data_trailer(data: &[u8], digests: Digests) -> Vec<u8> {
+        let pad = [0u8; 3];
+        let pad = &pad[..pad4(data.len())];
+        let mut out = pad.to_vec();
+        if digests.data && !data.is_empty() {
+            let mut c = crc32c::crc32c(data);
+            c = crc32c::crc32c_append(c, pad);
+            out.extend_from_slice(&c.to_le_bytes());
         }
         out
     }
@@ -285,6 +308,22 @@ pub async fn read_pdu<R: AsyncRead + Unpin>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn split_encoding_matches_whole_encoding() {
+        for len in [0usize, 1, 3, 4, 5, 4096, 4099] {
+            for (header, data) in [(false, false), (true, true), (false, true)] {
+                let d = Digests { header, data };
+                let mut p = Pdu::new(op::DATA_IN);
+                p.set_itt(7);
+                p.data = (0..len).map(|i| i as u8).collect();
+                let mut split = p.encode_header(len, d);
+                split.extend_from_slice(&p.data);
+                split.extend(Pdu::data_trailer(&p.data, d));
+                assert_eq!(split, p.encode(d), "len {len} digests {d:?}");
+            }
+        }
+    }
 
     #[test]
     fn round_trip_with_digests() {

@@ -11,6 +11,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::config::{ChapCredentials, Config, TargetConfig};
+use crate::io_pool::IoPool;
 use crate::params::TargetLimits;
 use crate::scsi::{Lun, LunOptions, Nexus};
 
@@ -18,6 +19,8 @@ use crate::scsi::{Lun, LunOptions, Nexus};
 pub struct Target {
     pub config: TargetConfig,
     pub luns: Vec<Arc<Lun>>,
+    /// I/O workers of each LUN (same index).
+    pub pools: Vec<IoPool>,
 }
 
 /// A running task, for task management.
@@ -72,7 +75,9 @@ impl Server {
         let mut targets = Vec::new();
         for t in &config.targets {
             let mut luns = Vec::new();
-            for l in &t.luns {
+            let mut pools = Vec::new();
+            for (i, l) in t.luns.iter().enumerate() {
+                pools.push(IoPool::new(&format!("lun{i}-io"), config.io_workers)?);
                 let lun = Arc::new(Lun::open(&LunOptions {
                     path: l.path.clone(),
                     read_only: l.read_only,
@@ -85,6 +90,7 @@ impl Server {
             targets.push(Arc::new(Target {
                 config: t.clone(),
                 luns,
+                pools,
             }));
         }
         let server = Arc::new(Server {

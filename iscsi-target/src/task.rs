@@ -1,12 +1,13 @@
 //! SCSI command tasks on a connection: collecting write data (immediate,
-//! unsolicited and R2T-solicited), running the command on a blocking
-//! thread and returning Data-In / SCSI Response PDUs with residuals.
+//! unsolicited and R2T-solicited), running the command (cached reads
+//! inline, the rest on the LUN's I/O workers) and returning Data-In / SCSI
+//! Response PDUs with residuals.
 
 use std::collections::HashMap;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
-use crate::conn::{Conn, ConnError};
+use crate::conn::{Conn, ConnError, Payload};
 use crate::pdu::{op, reject, Pdu, RESERVED_TAG};
 use crate::scsi::sense::{asc, key, status};
 use crate::scsi::{self, Request, Response, Sense};
@@ -27,6 +28,9 @@ pub struct WriteState {
     /// Unsolicited Data-Out still expected (before the first R2T).
     pub unsolicited_open: bool,
     pub r2tsn: u32,
+    /// DataSN the next Data-Out of the current sequence must carry (each
+    /// R2T, and the unsolicited burst, starts a sequence at 0).
+    pub next_datasn: u32,
     pub ttt: u32,
     pub flags: u8,
     pub aborted: Arc<AtomicBool>,
@@ -81,6 +85,7 @@ fn send_r2t(conn: &Conn, w: &mut WriteState, itt: u32, next_ttt: &mut u32) {
     r.set_u32(40, w.requested);
     r.set_u32(44, len);
     w.r2tsn += 1;
+    w.next_datasn = 0;
     w.requested += len;
     conn.send(r, false);
 }
@@ -164,6 +169,7 @@ pub fn command(
         requested: unsolicited_end,
         unsolicited_open: unsolicited_end > imm && flags & 0x80 == 0,
         r2tsn: 0,
+        next_datasn: 0,
         ttt: RESERVED_TAG,
         flags,
         aborted,
@@ -223,6 +229,36 @@ pub fn data_out(
         conn.reject(reject::INVALID_PDU_FIELD, &p.bhs);
         return Ok(());
     }
+    let datasn = p.u32_at(36);
+    if datasn != w.next_datasn {
+        // A missing or reordered Data-Out. At ErrorRecoveryLevel 0 there is
+        // no recovery R2T; the PDU framing is intact, so only this task is
+        // ended (ABORTED COMMAND, DATA PHASE ERROR) and its remaining
+        // Data-Out PDUs are ignored. Nothing was written.
+        tracing::debug!(
+            itt,
+            datasn,
+            expected = w.next_datasn,
+            "Data-Out DataSN out of sequence: task terminated"
+        );
+        let w = writes.remove(&itt).expect("present");
+        let mut resp = scsi::lun::check(
+            Sense::new(key::ABORTED_COMMAND, asc::DATA_PHASE_ERROR),
+            false,
+        );
+        resp.out_len = Some(0);
+        finish(
+            conn,
+            session,
+            itt,
+            w.lun_field,
+            w.flags,
+            w.buf.len() as u32,
+            resp,
+        );
+        return Ok(());
+    }
+    w.next_datasn = w.next_datasn.wrapping_add(1);
     w.buf[off..end].copy_from_slice(&p.data);
     w.received += p.data.len() as u32;
     let fin = p.final_bit();
@@ -243,6 +279,13 @@ pub fn data_out(
     Ok(())
 }
 
+/// Largest READ served inline from the page cache by the connection's
+/// reader; larger ones go to the LUN's workers, so that copying them
+/// overlaps with receiving the next commands.
+const INLINE_READ_MAX: u64 = 256 * 1024;
+
+/// Runs a command: a READ whose data is in the page cache right here on the
+/// connection (no thread hop), everything else on the LUN's I/O workers.
 #[allow(clippy::too_many_arguments)]
 fn spawn_exec(
     conn: &Arc<Conn>,
@@ -255,33 +298,71 @@ fn spawn_exec(
     data: Option<Vec<u8>>,
     aborted: Arc<AtomicBool>,
 ) {
-    let conn = conn.clone();
-    let session = session.clone();
-    tokio::spawn(async move {
-        let lun_no = lun_number(lun_field);
-        let target = session.target.clone();
-        let nexus = session.nexus.clone();
-        let lun = target.luns.get(lun_no as usize).cloned();
-        let luns: Vec<u64> = (0..target.luns.len() as u64).collect();
-        let is_report_luns = cdb.first() == Some(&scsi::cdb::opcode::REPORT_LUNS);
-        let resp = tokio::task::spawn_blocking(move || match lun {
-            Some(l) if !is_report_luns => l.execute(&Request {
-                cdb: &cdb,
-                data_out: data.as_deref(),
-                nexus: &nexus,
-            }),
-            _ => no_such_lun(&cdb, &luns),
-        })
-        .await
-        .unwrap_or_else(|_| {
-            scsi::lun::check(Sense::new(key::HARDWARE_ERROR, asc::NO_ADDITIONAL), false)
-        });
-        if aborted.load(std::sync::atomic::Ordering::SeqCst) {
-            session.tasks().remove(&itt);
+    let lun_no = lun_number(lun_field) as usize;
+    let target = &session.target;
+    let is_report_luns = cdb.first() == Some(&scsi::cdb::opcode::REPORT_LUNS);
+    let (lun, pool) = match (target.luns.get(lun_no), target.pools.get(lun_no)) {
+        (Some(l), Some(p)) if !is_report_luns => (l.clone(), p),
+        _ => {
+            let luns: Vec<u64> = (0..target.luns.len() as u64).collect();
+            let resp = no_such_lun(&cdb, &luns);
+            complete(conn, session, itt, lun_field, flags, edtl, &aborted, resp);
             return;
         }
-        finish(&conn, &session, itt, lun_field, flags, edtl, resp);
-    });
+    };
+    if data.is_none() {
+        let req = Request {
+            cdb: &cdb,
+            data_out: None,
+            nexus: &session.nexus,
+        };
+        if let Some(resp) = lun.try_read_cached(&req, INLINE_READ_MAX) {
+            complete(conn, session, itt, lun_field, flags, edtl, &aborted, resp);
+            return;
+        }
+    }
+    let conn = conn.clone();
+    let session = session.clone();
+    pool.submit(Box::new(move || {
+        let run = std::panic::AssertUnwindSafe(|| {
+            lun.execute(&Request {
+                cdb: &cdb,
+                data_out: data.as_deref(),
+                nexus: &session.nexus,
+            })
+        });
+        let resp = std::panic::catch_unwind(run).unwrap_or_else(|_| {
+            tracing::error!(itt, "command panicked: reported as HARDWARE ERROR");
+            scsi::lun::check(Sense::new(key::HARDWARE_ERROR, asc::NO_ADDITIONAL), false)
+        });
+        complete(&conn, &session, itt, lun_field, flags, edtl, &aborted, resp);
+    }));
+}
+
+/// Sends a finished command's response unless task management aborted it.
+#[allow(clippy::too_many_arguments)]
+fn complete(
+    conn: &Conn,
+    session: &Session,
+    itt: u32,
+    lun_field: u64,
+    flags: u8,
+    edtl: u32,
+    aborted: &AtomicBool,
+    resp: Response,
+) {
+    {
+        // Decided under the task table's lock, which task management also
+        // holds while marking tasks aborted: either the abort saw the task
+        // (no response is sent) or it did not (it reports "task does not
+        // exist"), never both.
+        let mut tasks = session.tasks();
+        tasks.remove(&itt);
+        if aborted.load(std::sync::atomic::Ordering::SeqCst) {
+            return;
+        }
+    }
+    finish(conn, session, itt, lun_field, flags, edtl, resp);
 }
 
 /// REPORT LUNS / INQUIRY / REQUEST SENSE answers for LUNs that do not exist.
@@ -334,8 +415,10 @@ pub fn finish(
     let read = flags & 0x40 != 0;
     let write = flags & 0x20 != 0;
     if write && !read && !resp.data_in.is_empty() {
-        // A data-in command sent with only the W bit.
-        resp = scsi::lun::check(Sense::invalid_cdb(0, None), false);
+        // A data-in command sent with only the W bit: the command ran, but
+        // its data has no way back; the status stands and no data-out was
+        // consumed (underflow of the whole EDTL).
+        resp.data_in.clear();
         resp.out_len = Some(0);
     }
     let read_edtl = if read || !write { edtl } else { 0 };
@@ -360,7 +443,7 @@ pub fn finish(
     }
     let mrdsl = conn.params.initiator_mrdsl.max(512) as usize;
     let burst = conn.params.max_burst_length.max(512) as usize;
-    let data = std::mem::take(&mut resp.data_in);
+    let data = Arc::new(std::mem::take(&mut resp.data_in));
     let collapse = resp.status == status::GOOD && resp.sense.is_empty() && !data.is_empty();
     let mut datasn = 0u32;
     let mut off = 0usize;
@@ -386,8 +469,12 @@ pub fn finish(
         d.set_u32(20, RESERVED_TAG);
         d.set_u32(36, datasn);
         d.set_u32(40, off as u32);
-        d.data = data[off..off + n].to_vec();
-        conn.send(d, last && collapse);
+        let payload = Payload {
+            buf: data.clone(),
+            start: off,
+            len: n,
+        };
+        conn.send_with(d, payload, last && collapse);
         datasn += 1;
         off += n;
     }

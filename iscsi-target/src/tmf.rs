@@ -56,10 +56,13 @@ pub fn handle(
                 session.tasks().remove(&ref_itt);
                 response::COMPLETE
             } else {
+                // RFC 7143 §11.5.1: a task never received (RefCmdSN not yet
+                // reached, inside the window, before this request) counts as
+                // received and aborted. A task already received but gone has
+                // completed and had its response sent: it does not exist.
                 let exp = conn.exp_cmdsn.load(Ordering::SeqCst);
-                let in_window = exp.wrapping_sub(ref_cmdsn) < CMDSN_WINDOW
-                    || ref_cmdsn.wrapping_sub(exp) < CMDSN_WINDOW;
-                if in_window && (cmdsn.wrapping_sub(ref_cmdsn) as i32) > 0 {
+                let not_yet_received = ref_cmdsn.wrapping_sub(exp) < CMDSN_WINDOW;
+                if not_yet_received && (cmdsn.wrapping_sub(ref_cmdsn) as i32) > 0 {
                     response::COMPLETE
                 } else {
                     response::NO_TASK

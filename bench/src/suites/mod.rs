@@ -2,6 +2,7 @@
 
 pub mod fsck;
 pub mod initiator;
+pub mod iscsi;
 pub mod locks;
 pub mod nfs;
 pub mod raw;
@@ -54,5 +55,10 @@ pub fn all() -> Vec<Suite> {
         name: "initiator",
         about: "IscsiDev: lock latency over iSCSI vs a local file, 4 KiB random-read IOPS vs libiscsi's iscsi-perf",
         run: initiator::run,
+    },
+    Suite {
+        name: "iscsi",
+        about: "iscsi-target vs tgt on one file over loopback (iscsi-perf reads, rust-initiator writes) and fio io_uring on the raw file",
+        run: iscsi::run,
     }]
 }

@@ -29,6 +29,7 @@ pub fn run(cfg: &Config) -> Result<Vec<Row>, String> {
                 direct,
                 size,
                 runtime_secs: cfg.runtime_secs(),
+                keep_cache: false,
             };
             move || {
                 let r = fio::run(&fio_bin, &file, &job)?;

@@ -35,6 +35,9 @@ struct Args {
     /// One-way CHAP user (secret from the ISCSI_CHAP_SECRET environment variable).
     #[arg(long)]
     chap_user: Option<String>,
+    /// I/O worker threads per LUN (default 32).
+    #[arg(long)]
+    io_workers: Option<usize>,
     /// Print the port actually bound (useful with port 0) on stdout.
     #[arg(long)]
     print_port: bool,
@@ -141,8 +144,12 @@ fn build_config(a: &Args) -> Result<Config, String> {
                 mutual_chap: None,
             }],
             discovery_chap: None,
+            io_workers: iscsi_target::config::default_io_workers(),
         }
     };
+    if let Some(n) = a.io_workers {
+        c.io_workers = n;
+    }
     if !a.listen.is_empty() {
         c.portals = a.listen.clone();
     }

@@ -8,6 +8,8 @@ use std::os::unix::fs::{FileExt, FileTypeExt};
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 
+use super::ofd::OfdRangeLock;
+
 /// An open backing file.
 #[derive(Debug)]
 pub struct Backing {
@@ -64,8 +66,47 @@ impl Backing {
     pub fn read_at(&self, buf: &mut [u8], off: u64) -> io::Result<()> {
         self.file.read_exact_at(buf, off)
     }
+    /// Reads `buf` at `off` only if that needs no waiting (the pages are in
+    /// the page cache): `preadv2(RWF_NOWAIT)`. Returns false when the read
+    /// would block (or the kernel cannot tell), so the caller takes the
+    /// blocking path instead.
+    pub fn read_cached(&self, buf: &mut [u8], off: u64) -> bool {
+        let mut done = 0usize;
+        while done < buf.len() {
+            let rest = &mut buf[done..];
+            let iov = libc::iovec {
+                iov_base: rest.as_mut_ptr().cast(),
+                iov_len: rest.len(),
+            };
+            // SAFETY: the iovec points into `buf`, exclusively borrowed and
+            // alive for the call; the descriptor is ours.
+            let n = unsafe {
+                libc::preadv2(
+                    self.file.as_raw_fd(),
+                    &iov,
+                    1,
+                    (off + done as u64) as libc::off_t,
+                    libc::RWF_NOWAIT,
+                )
+            };
+            if n <= 0 {
+                // EAGAIN (not cached), EOPNOTSUPP, EOF, EINTR: take the slow path.
+                return false;
+            }
+            done += n as usize;
+        }
+        true
+    }
     pub fn write_at(&self, buf: &[u8], off: u64) -> io::Result<()> {
         self.file.write_all_at(buf, off)
+    }
+    /// Write-locks a byte range against other processes (COMPARE AND WRITE).
+    pub fn lock_exclusive(&self, off: u64, len: u64) -> io::Result<OfdRangeLock> {
+        OfdRangeLock::exclusive(self.file.as_raw_fd(), off, len)
+    }
+    /// Read-locks a byte range against other processes' COMPARE AND WRITE.
+    pub fn lock_shared(&self, off: u64, len: u64) -> io::Result<OfdRangeLock> {
+        OfdRangeLock::shared(self.file.as_raw_fd(), off, len)
     }
     pub fn sync(&self) -> io::Result<()> {
         self.file.sync_data()

@@ -70,7 +70,8 @@ fn designator(code_set: u8, assoc_type: u8, piv: bool, d: &[u8]) -> Vec<u8> {
 
 fn vpd(lun: &Lun, code: u8) -> Result<Vec<u8>, Sense> {
     Ok(match code {
-        0x00 => page(0x00, vec![0x00, 0x80, 0x83, 0xb0, 0xb1, 0xb2]),
+        0x00 => page(0x00, vec![0x00, 0x80, 0x83, 0x8f, 0xb0, 0xb1, 0xb2]),
+        0x8f => page(0x8f, super::xcopy::third_party_copy_vpd(lun)),
         0x80 => page(0x80, serial(lun).into_bytes()),
         0x83 => {
             let mut b = Vec::new();

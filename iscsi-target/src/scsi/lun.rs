@@ -166,9 +166,11 @@ impl Lun {
     /// I_T nexus loss (session gone): releases its SPC-2 reservation.
     pub fn nexus_lost(&self, nexus: &Nexus) {
         let mut st = self.lock_state();
-        if st.spc2.as_deref() == Some(nexus.port_name().as_str()) {
+        let port = nexus.port_name();
+        if st.spc2.as_deref() == Some(port.as_str()) {
             st.spc2 = None;
         }
+        st.copy.nexus_lost(&port);
     }
 
     pub(crate) fn check_lba(&self, lba: u64, blocks: u64) -> Result<(), Sense> {
@@ -244,16 +246,66 @@ impl Lun {
         }
     }
 
-    fn conflicts(&self, cmd: &Command, port: &str) -> bool {
-        let st = self.lock_state();
-        if let Some(holder) = &st.spc2 {
-            if holder != port && !spc2_allowed(cmd) {
-                return true;
+    /// READ without waiting, for data already in the page cache: run
+    /// inline by the connection instead of on an I/O worker. `None` means
+    /// "take the normal path" — for anything unusual (pending unit
+    /// attention, reservation conflict, errors to report, a busy range, data
+    /// not cached, more than `max_bytes`), and nothing has been changed.
+    pub fn try_read_cached(&self, req: &Request<'_>, max_bytes: u64) -> Option<Response> {
+        use cdb::opcode::{READ10, READ12, READ16, READ6};
+        if !matches!(req.cdb.first(), Some(&(READ6 | READ10 | READ12 | READ16))) {
+            return None;
+        }
+        let cmd = cdb::decode(req.cdb).ok()?;
+        let Command::Read(r) = &cmd else {
+            return None;
+        };
+        let bs = self.block_size as u64;
+        let len = r.blocks as u64 * bs;
+        if r.protect != 0
+            || r.blocks == 0
+            || r.blocks > info::MAX_TRANSFER_BLOCKS
+            || len > max_bytes
+            || self.check_lba(r.lba, r.blocks as u64).is_err()
+        {
+            return None;
+        }
+        let port = req.nexus.port_name();
+        {
+            let st = self.lock_state();
+            if st.ua.get(&port).is_some_and(|q| !q.is_empty()) || conflicts_locked(&st, &cmd, &port)
+            {
+                return None;
             }
         }
-        pr::conflicts(&st.pr, cmd, port)
+        let _g = self.range.try_lock(r.lba, r.blocks as u64, false)?;
+        let mut buf = vec![0u8; len as usize];
+        if !self.backing.read_cached(&mut buf, r.lba * bs) {
+            return None;
+        }
+        Some(Response {
+            status: status::GOOD,
+            data_in: buf,
+            ..Default::default()
+        })
     }
 
+    fn conflicts(&self, cmd: &Command, port: &str) -> bool {
+        conflicts_locked(&self.lock_state(), cmd, port)
+    }
+}
+
+/// Whether `cmd` from `port` conflicts with an SPC-2 or persistent reservation.
+fn conflicts_locked(st: &LunState, cmd: &Command, port: &str) -> bool {
+    if let Some(holder) = &st.spc2 {
+        if holder != port && !spc2_allowed(cmd) {
+            return true;
+        }
+    }
+    pr::conflicts(&st.pr, cmd, port)
+}
+
+impl Lun {
     fn dispatch(
         &self,
         cmd: &Command,
@@ -355,13 +407,15 @@ impl Lun {
             }
             Command::ExtendedCopy { len } => {
                 *out_len = Some(*len);
-                xcopy::extended_copy(self, *len, data)
+                xcopy::extended_copy(self, &req.nexus.port_name(), *len, data)
             }
             Command::ReceiveCopyResults {
                 action,
                 list_id,
                 alloc,
-            } => xcopy::receive_copy_results(self, *action, *list_id, *alloc),
+            } => {
+                xcopy::receive_copy_results(self, &req.nexus.port_name(), *action, *list_id, *alloc)
+            }
             Command::StartStopUnit { .. } => Ok(Vec::new()),
             Command::PreventAllow { prevent } => {
                 if *prevent != 0 {

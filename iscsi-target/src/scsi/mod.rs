@@ -5,6 +5,7 @@ pub mod cdb;
 mod info;
 pub mod lun;
 mod mode;
+pub mod ofd;
 mod opcodes;
 pub mod pr;
 pub mod range_lock;

@@ -17,6 +17,13 @@ struct Held {
     exclusive: bool,
 }
 
+/// A process-wide unique id for a held range.
+fn next_id() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
 /// Releases its range when dropped.
 pub struct RangeGuard<'a> {
     lock: &'a RangeLock,
@@ -30,9 +37,7 @@ impl RangeLock {
 
     /// Blocks until `[start, start+len)` can be held in the requested mode.
     pub fn lock(&self, start: u64, len: u64, exclusive: bool) -> RangeGuard<'_> {
-        use std::sync::atomic::{AtomicU64, Ordering};
-        static NEXT: AtomicU64 = AtomicU64::new(1);
-        let id = NEXT.fetch_add(1, Ordering::Relaxed);
+        let id = next_id();
         let end = start.saturating_add(len.max(1));
         let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
         loop {
@@ -51,6 +56,28 @@ impl RangeLock {
             exclusive,
         });
         RangeGuard { lock: self, id }
+    }
+}
+
+impl RangeLock {
+    /// Takes the range only if that needs no waiting.
+    pub fn try_lock(&self, start: u64, len: u64, exclusive: bool) -> Option<RangeGuard<'_>> {
+        let end = start.saturating_add(len.max(1));
+        let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
+        if held
+            .iter()
+            .any(|h| h.start < end && start < h.end && (h.exclusive || exclusive))
+        {
+            return None;
+        }
+        let id = next_id();
+        held.push(Held {
+            id,
+            start,
+            end,
+            exclusive,
+        });
+        Some(RangeGuard { lock: self, id })
     }
 }
 
@@ -93,5 +120,9 @@ mod tests {
         let _a = l.lock(0, 10, false);
         let _b = l.lock(5, 10, false);
         let _c = l.lock(100, 1, true);
+        assert!(l.try_lock(8, 4, true).is_none(), "overlaps shared ranges");
+        assert!(l.try_lock(8, 4, false).is_some(), "shared with shared");
+        assert!(l.try_lock(100, 1, false).is_none(), "overlaps exclusive");
+        assert!(l.try_lock(200, 1, true).is_some(), "free range");
     }
 }

@@ -63,6 +63,12 @@ pub(crate) fn write(lun: &Lun, r: &Rw, data: &[u8], out_len: &mut Option<u32>) -
         return Ok(Vec::new());
     }
     let _g = lun.range.lock(r.lba, blocks, true);
+    // Shared OFD lock: a COMPARE AND WRITE by another process on this
+    // machine (a vmfs FileDev host on the same file) cannot interleave.
+    let _ofd = lun
+        .backing
+        .lock_shared(r.lba * bs, need)
+        .map_err(medium_write_error)?;
     lun.backing
         .write_at(&data[..need as usize], r.lba * bs)
         .map_err(medium_write_error)?;
@@ -122,7 +128,8 @@ pub(crate) fn verify(
 }
 
 /// COMPARE AND WRITE: atomic against every other command on the range (the
-/// range lock is exclusive), durable before GOOD.
+/// range lock is exclusive) and against other processes' OFD-locked
+/// compare-and-writes and writes on the same file; durable before GOOD.
 pub(crate) fn compare_and_write(
     lun: &Lun,
     r: &Rw,
@@ -145,9 +152,20 @@ pub(crate) fn compare_and_write(
         }
         return Ok(Vec::new());
     }
-    need_data(data, 2 * len as usize)?;
-    let (expected, new) = data[..2 * len as usize].split_at(len as usize);
+    if data.len() as u64 != 2 * len {
+        // The data-out must be exactly the verify and write instances: a
+        // mismatch means initiator and CDB disagree on the length, and
+        // comparing a guess could write the wrong bytes.
+        return Err(Sense::invalid_cdb(13, None).into());
+    }
+    let (expected, new) = data.split_at(len as usize);
     let _g = lun.range.lock(r.lba, r.blocks as u64, true);
+    // The same exclusive OFD range lock vmfs's FileDev takes for its
+    // emulated ATS: atomic also against other processes on this machine.
+    let _ofd = lun
+        .backing
+        .lock_exclusive(r.lba * bs, len)
+        .map_err(medium_write_error)?;
     let mut cur = vec![0u8; len as usize];
     lun.backing
         .read_at(&mut cur, r.lba * bs)

@@ -53,6 +53,7 @@ pub mod asc {
     pub const MEDIUM_NOT_PRESENT: (u8, u8) = (0x3a, 0x00);
     pub const INSUFFICIENT_REGISTRATION_RESOURCES: (u8, u8) = (0x55, 0x04);
     pub const COPY_TARGET_DEVICE_NOT_REACHABLE: (u8, u8) = (0x0d, 0x02);
+    pub const DATA_PHASE_ERROR: (u8, u8) = (0x4b, 0x00);
 }
 
 /// Points at the offending field (sense-key specific, SPC-4 §4.5.2.4.2).

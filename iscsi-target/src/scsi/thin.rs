@@ -37,8 +37,12 @@ pub(crate) fn write_same(
     let block: &[u8] = if ndob {
         &zero_block
     } else {
-        need_data(data, bs)?;
-        &data[..bs]
+        // Exactly one block of data-out: anything else means initiator and
+        // CDB disagree about what is being replicated.
+        if data.len() != bs {
+            return Err(Sense::invalid_cdb(1, None).into());
+        }
+        data
     };
     let _g = lun.range.lock(r.lba, r.blocks as u64, true);
     let off = r.lba * bs as u64;

@@ -13,10 +13,19 @@ pub const MAX_SEGMENTS: u16 = 64;
 pub const MAX_LIST_LEN: u32 = 8 + 32 * MAX_CSCD as u32 + 28 * MAX_SEGMENTS as u32 + 8;
 pub const MAX_SEGMENT_BLOCKS: u32 = 65535;
 
-/// Results of completed copies, by list identifier.
+/// Results of completed copies, by I_T nexus (initiator port name) and list
+/// identifier: SPC-4 scopes LID1 list identifiers to the nexus that sent the
+/// copy, and results are discarded when that nexus goes away.
 #[derive(Debug, Default)]
 pub struct CopyState {
-    done: HashMap<u8, (u8, u16, u32)>,
+    done: HashMap<(String, u8), (u8, u16, u32)>,
+}
+
+impl CopyState {
+    /// I_T nexus loss: forget the results of that nexus's copies.
+    pub(crate) fn nexus_lost(&mut self, port: &str) {
+        self.done.retain(|(p, _), _| p != port);
+    }
 }
 
 fn registry() -> &'static Mutex<Vec<Weak<Lun>>> {
@@ -42,7 +51,7 @@ fn copy_aborted(code: (u8, u8)) -> Fail {
     Sense::new(key::COPY_ABORTED, code).into()
 }
 
-pub(crate) fn extended_copy(lun: &Lun, len: u32, data: &[u8]) -> CmdResult {
+pub(crate) fn extended_copy(lun: &Lun, port: &str, len: u32, data: &[u8]) -> CmdResult {
     if len == 0 {
         return Ok(Vec::new());
     }
@@ -175,7 +184,7 @@ pub(crate) fn extended_copy(lun: &Lun, len: u32, data: &[u8]) -> CmdResult {
     lun.lock_state()
         .copy
         .done
-        .insert(list_id, (1, done_segments, moved));
+        .insert((port.to_string(), list_id), (1, done_segments, moved));
     Ok(Vec::new())
 }
 
@@ -202,8 +211,51 @@ fn copy_blocks(src: &Lun, src_lba: u64, dst: &Lun, dst_lba: u64, blocks: u64) ->
     Ok(())
 }
 
+/// Appends one third-party copy descriptor (type, length, body padded to a
+/// multiple of four bytes).
+fn tpc_descriptor(out: &mut Vec<u8>, ty: u16, mut body: Vec<u8>) {
+    while body.len() % 4 != 0 {
+        body.push(0);
+    }
+    out.extend_from_slice(&ty.to_be_bytes());
+    out.extend_from_slice(&(body.len() as u16).to_be_bytes());
+    out.extend(body);
+}
+
+/// Body of the Third-party Copy VPD page (0x8F, SPC-4 §7.8.17): what this
+/// copy manager does, for LID1 EXTENDED COPY only.
+pub(crate) fn third_party_copy_vpd(lun: &Lun) -> Vec<u8> {
+    let mut v = Vec::new();
+    // Supported Commands: EXTENDED COPY(LID1); RECEIVE COPY STATUS(LID1)
+    // and RECEIVE COPY OPERATING PARAMETERS.
+    let cmds = [0x83, 1, 0x00, 0x84, 2, 0x00, 0x03];
+    let mut b = vec![cmds.len() as u8];
+    b.extend_from_slice(&cmds);
+    tpc_descriptor(&mut v, 0x0001, b);
+    // Parameter Data (length 0x1C).
+    let mut b = vec![0u8; 0x1c];
+    b[4..6].copy_from_slice(&MAX_CSCD.to_be_bytes());
+    b[6..8].copy_from_slice(&MAX_SEGMENTS.to_be_bytes());
+    b[8..12].copy_from_slice(&MAX_LIST_LEN.to_be_bytes());
+    tpc_descriptor(&mut v, 0x0004, b);
+    // Supported Descriptors: block-to-block segment, identification CSCD.
+    tpc_descriptor(&mut v, 0x0008, vec![2, 0x02, 0xe4]);
+    // Supported CSCD Descriptor IDs: none beyond the descriptor list index.
+    tpc_descriptor(&mut v, 0x000c, vec![0, 0]);
+    // General Copy Operations (length 0x20).
+    let mut b = vec![0u8; 0x20];
+    b[0..4].copy_from_slice(&1u32.to_be_bytes()); // total concurrent copies
+    b[4..8].copy_from_slice(&1u32.to_be_bytes()); // identified concurrent copies
+    b[8..12].copy_from_slice(&(MAX_SEGMENT_BLOCKS * lun.block_size).to_be_bytes());
+    b[12] = lun.block_size.trailing_zeros() as u8; // data segment granularity (log2)
+    b[13] = 0; // no inline data
+    tpc_descriptor(&mut v, 0x0106, b);
+    v
+}
+
 pub(crate) fn receive_copy_results(
     lun: &Lun,
+    port: &str,
     action: u8,
     list_id: u8,
     alloc_len: u32,
@@ -212,7 +264,8 @@ pub(crate) fn receive_copy_results(
         0x00 => {
             // Results of a completed LID1 copy are reported once, then discarded.
             let mut st = lun.lock_state();
-            let Some((status, segs, count)) = st.copy.done.remove(&list_id) else {
+            let Some((status, segs, count)) = st.copy.done.remove(&(port.to_string(), list_id))
+            else {
                 return Err(Sense::invalid_cdb(2, None).into());
             };
             let mut v = vec![0u8; 12];
