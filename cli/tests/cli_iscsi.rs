@@ -59,6 +59,7 @@ fn commands_work_on_an_iscsi_url_with_chap() {
             mutual_chap: None,
         }],
         discovery_chap: None,
+        io_workers: iscsi_target::config::default_io_workers(),
     })
     .unwrap();
     let addr = server.spawn_background().unwrap();

@@ -65,6 +65,7 @@ fn two_mounts_over_iscsi_share_a_file() {
             mutual_chap: None,
         }],
         discovery_chap: None,
+        io_workers: iscsi_target::config::default_io_workers(),
     })
     .unwrap();
     let addr = server.spawn_background().unwrap();

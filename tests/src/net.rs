@@ -70,6 +70,7 @@ pub fn serve(image: &Path, listen: &str) -> Target {
             mutual_chap: None,
         }],
         discovery_chap: None,
+        io_workers: iscsi_target::config::default_io_workers(),
     };
     let server = Server::new(config).expect("target");
     let addr = server.clone().spawn_background().expect("target listens");

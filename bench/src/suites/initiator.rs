@@ -171,6 +171,7 @@ pub fn run(cfg: &Config) -> Result<Vec<Row>, String> {
             mutual_chap: None,
         }],
         discovery_chap: None,
+        io_workers: iscsi_target::config::default_io_workers(),
     })
     .map_err(|e| format!("starting the iSCSI target: {e}"))?;
     let addr = server

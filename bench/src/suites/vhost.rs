@@ -180,6 +180,9 @@ pub fn run(cfg: &Config) -> Result<Vec<Row>, String> {
             direct: false,
             size,
             runtime_secs: cfg.runtime_secs(),
+            // fio drops the file from the page cache first (invalidate=1), as the
+            // daemon runs do.
+            keep_cache: false,
         };
         let direct_job = FioJob {
             ioengine: "io_uring",

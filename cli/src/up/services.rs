@@ -95,6 +95,7 @@ pub fn start_iscsi(image: &Path, svc: &IscsiService) -> Result<IscsiExport, Stri
             mutual_chap: None,
         }],
         discovery_chap: None,
+        io_workers: iscsi_target::config::default_io_workers(),
     };
     config.validate().map_err(|e| e.to_string())?;
     let rt = tokio::runtime::Builder::new_multi_thread()

@@ -44,6 +44,7 @@ fn target_with(size: u64, chap: Option<(&str, &str)>, mutual: Option<(&str, &str
             mutual_chap: creds(mutual),
         }],
         discovery_chap: None,
+        io_workers: iscsi_target::config::default_io_workers(),
     };
     let server = Server::new(config).unwrap();
     let addr = server.clone().spawn_background().unwrap();
