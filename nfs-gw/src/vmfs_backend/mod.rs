@@ -70,6 +70,17 @@ pub fn backend_error(e: FsError) -> BackendError {
     }
 }
 
+/// Like [`backend_error`], for operations that only read the namespace
+/// (LOOKUP, READDIR): a directory another host keeps changing under its
+/// lock is a reason to retry (NFS3ERR_JUKEBOX), not a refusal — unlike a
+/// file another host holds open, which stays refused (NFS3ERR_ACCES).
+pub(crate) fn read_error(e: FsError) -> BackendError {
+    match e {
+        FsError::Busy { ino, why } => BackendError::Busy(format!("inode {ino}: {why}")),
+        e => backend_error(e),
+    }
+}
+
 fn timestamp(ns: i64) -> Timestamp {
     Timestamp {
         secs: ns.div_euclid(1_000_000_000),

@@ -5,7 +5,7 @@ use vmfs::fs::{Attr as FsAttr, Falloc, SetAttr as FsSetAttr};
 
 use super::open_files::Use;
 
-use super::{attr_of, backend_error, id_of, live_attr, nanos, settled, VmfsBackend};
+use super::{attr_of, backend_error, id_of, live_attr, nanos, read_error, settled, VmfsBackend};
 use crate::backend::{
     Attr, BResult, Backend, BackendError, Caller, CreateHow, DirEntry, FileId, FsProperties,
     FsStat, Name, ReadDir, ReadOk, SetAttr, SetTime, SpecialNode, StableHow, Timestamp, WriteOk,
@@ -181,13 +181,13 @@ impl Backend for VmfsBackend {
 
     fn lookup(&self, dir: FileId, name: &Name) -> BResult<(FileId, Attr)> {
         self.live_dir(dir)?;
-        let a = settled(|| self.fs.lookup(dir.ino, name.as_bytes())).map_err(backend_error)?;
+        let a = settled(|| self.fs.lookup(dir.ino, name.as_bytes())).map_err(read_error)?;
         Ok((id_of(&a), self.nfs_attr(&a)))
     }
 
     fn parent(&self, dir: FileId) -> BResult<FileId> {
         self.live_dir(dir)?;
-        let a = settled(|| self.fs.lookup(dir.ino, b"..")).map_err(backend_error)?;
+        let a = settled(|| self.fs.lookup(dir.ino, b"..")).map_err(read_error)?;
         Ok(id_of(&a))
     }
 
@@ -435,7 +435,7 @@ impl Backend for VmfsBackend {
         }
         let max = max_entries.min(READDIR_MAX);
         let mut items =
-            settled(|| self.fs.readdir(dir.ino, cookie, max + 1)).map_err(backend_error)?;
+            settled(|| self.fs.readdir(dir.ino, cookie, max + 1)).map_err(read_error)?;
         let eof = items.len() <= max;
         items.truncate(max);
         let mut entries = Vec::with_capacity(items.len());
