@@ -13,6 +13,7 @@ mod change;
 pub mod check;
 mod data;
 pub mod dir;
+mod discard;
 mod error;
 mod handles;
 mod inode;
@@ -426,8 +427,11 @@ impl Inner {
                 m.stage(&mut ch)?;
             }
             st.alloc.seal(&mut ch);
-            ch.run(&self.ctx.host, &self.ctx.dev)
+            ch.run(&self.ctx.host)
         })();
+        if r.is_ok() {
+            st.alloc.discard_later(std::mem::take(&mut ch.discard));
+        }
         if r.is_err() {
             st.alloc.invalidate(&ch);
             for m in maps.iter_mut() {
