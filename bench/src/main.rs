@@ -4,6 +4,7 @@
 
 mod fio;
 mod harness;
+mod mounts;
 mod stats;
 mod suites;
 mod tools;

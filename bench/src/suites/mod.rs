@@ -1,6 +1,8 @@
 //! The benchmark suites. Each issue adds its suite here.
 
+pub mod fuse;
 pub mod locks;
+pub mod meta;
 pub mod raw;
 
 use crate::harness::Row;
@@ -24,5 +26,15 @@ pub fn all() -> Vec<Suite> {
         name: "locks",
         about: "lock acquire+release rate vs raw CAS, heartbeat I/O per beat with 10,000 locks held, takeover time",
         run: locks::run,
+    },
+    Suite {
+        name: "fuse",
+        about: "fio 4k random QD1 and 1 MiB sequential on a vmfs mount vs bindfs vs the native directory",
+        run: fuse::run,
+    },
+    Suite {
+        name: "meta",
+        about: "create / stat / unlink rates on a vmfs mount vs the native directory and bindfs",
+        run: meta::run,
     }]
 }
