@@ -24,11 +24,17 @@ fn wait_mounted(path: &Path, child: &mut Child, what: &str) -> Result<(), String
             return Ok(());
         }
         if let Ok(Some(st)) = child.try_wait() {
-            return Err(format!("{what} exited ({st}) before mounting {}", path.display()));
+            return Err(format!(
+                "{what} exited ({st}) before mounting {}",
+                path.display()
+            ));
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    Err(format!("{what} did not mount {} within 30 s", path.display()))
+    Err(format!(
+        "{what} did not mount {} within 30 s",
+        path.display()
+    ))
 }
 
 fn absolute(p: &Path) -> Result<PathBuf, String> {
@@ -133,7 +139,11 @@ impl Bindfs {
             .map_err(|e| format!("running bindfs: {e}"))?;
         let st = child.wait().map_err(|e| format!("bindfs: {e}"))?;
         if !st.success() {
-            return Err(format!("bindfs {} {} failed ({st})", src.display(), dir.display()));
+            return Err(format!(
+                "bindfs {} {} failed ({st})",
+                src.display(),
+                dir.display()
+            ));
         }
         wait_mounted(dir, &mut child, "bindfs")?;
         Ok(Bindfs {

@@ -62,8 +62,7 @@ pub fn run(cfg: &Config) -> Result<Vec<Row>, String> {
     std::fs::create_dir_all(&cfg.work_dir).map_err(|e| e.to_string())?;
     let places = Places::start(&cfg.work_dir, "fuse", size)?;
     for (name, dir) in places.dirs() {
-        fio::prefill(&fio_bin, &dir.join("bench.dat"), size)
-            .map_err(|e| format!("{name}: {e}"))?;
+        fio::prefill(&fio_bin, &dir.join("bench.dat"), size).map_err(|e| format!("{name}: {e}"))?;
     }
     let workloads: [(&str, &'static str, &'static str, &'static str, &str); 4] = [
         ("4k randwrite QD1", "randwrite", "4k", "IOPS", BINDFS),
