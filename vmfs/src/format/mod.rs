@@ -11,6 +11,7 @@ pub mod heartbeat_slot;
 pub mod inode;
 pub mod lock_record;
 pub mod pointer;
+pub mod xattr;
 
 pub use addr::{BlockAddr, ResourceKind};
 pub use cluster::ClusterHeader;

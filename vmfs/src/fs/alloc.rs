@@ -193,15 +193,17 @@ impl Allocator {
                 None => self.acquire_free(kind)?,
             },
         };
-        let i = match self.free_not_pending(kind, c) {
+        let i = match self.free_not_pending(kind, c, ch) {
             Some(i) => i,
             None => {
                 // Every free block here waits for its discard.
                 self.discards.drain();
-                self.held[&(kind, c)]
-                    .header
-                    .find_free(0)
-                    .expect("free_count > 0")
+                self.free_not_pending(kind, c, ch).ok_or_else(|| {
+                    FsError::NoSpace(format!(
+                        "the only free {} were freed by this change",
+                        kind.name()
+                    ))
+                })?
             }
         };
         let h = self.held.get_mut(&(kind, c)).expect("held above");
@@ -211,8 +213,9 @@ impl Allocator {
         Ok(h.header.first_resource + u64::from(i))
     }
 
-    /// A free resource of held cluster `c` whose discard is not pending.
-    fn free_not_pending(&self, kind: ResourceKind, c: u32) -> Option<u32> {
+    /// A free resource of held cluster `c` whose discard is not pending
+    /// (queued, or to be queued when `ch` commits).
+    fn free_not_pending(&self, kind: ResourceKind, c: u32, ch: &Change) -> Option<u32> {
         let h = &self.held[&(kind, c)].header;
         let mut from = 0;
         while from < h.resource_count {
@@ -220,10 +223,8 @@ impl Allocator {
             if i < from {
                 return None; // wrapped around
             }
-            if !self
-                .discards
-                .is_pending((kind.code(), h.first_resource + u64::from(i)))
-            {
+            let key = (kind.code(), h.first_resource + u64::from(i));
+            if !self.discards.is_pending(key) && !ch.discard.iter().any(|p| p.key == key) {
                 return Some(i);
             }
             from = i + 1;

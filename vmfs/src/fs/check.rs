@@ -13,6 +13,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use crate::format::cluster::ClusterHeader;
 use crate::format::header::META_BLOCK;
 use crate::format::inode::{DIRECT, FLAG_INLINE, INODE_BODY_LEN};
+use crate::format::xattr::XattrBlock;
 use crate::format::{BlockAddr, Inode, LockRecord, PointerBlock, ResourceKind, SECTOR};
 use crate::volume::Volume;
 
@@ -239,8 +240,58 @@ impl Walker<'_> {
                 });
             }
         }
-        let held = map.len() as u64 + pointers;
+        let xattr = u64::from(self.xattr_block(i, quiet)?);
+        let held = map.len() as u64 + pointers + xattr;
         Ok(Blocks { map, held })
+    }
+
+    /// Check the inode's extended-attribute block (a small block owned by
+    /// it); true when it holds one (damaged or not, it counts as held
+    /// while the address is valid).
+    fn xattr_block(&mut self, i: &Inode, quiet: bool) -> FsResult<bool> {
+        if i.xattr == 0 {
+            return Ok(false);
+        }
+        let reg = *self.vol.header.region(ResourceKind::SmallBlock);
+        let (held, why) = match BlockAddr::decode(i.xattr) {
+            Ok(Some(a)) if a.kind == ResourceKind::SmallBlock && a.index < reg.count => {
+                if !quiet {
+                    self.reference(
+                        a.kind,
+                        a.index,
+                        Owner {
+                            ino: i.ino,
+                            slot: MapSlot::Xattr,
+                        },
+                    );
+                }
+                let addr = self.vol.resource_addr(a.kind, a.index);
+                let mut b = vec![0u8; reg.resource_size as usize];
+                self.vol.dev.read_at(&mut b, addr)?;
+                match XattrBlock::decode(&b, addr) {
+                    Ok(x) if x.owner == i.ino && x.generation == i.generation => return Ok(true),
+                    Ok(x) => (
+                        true,
+                        format!(
+                            "xattr block at {addr} belongs to inode {} generation {}",
+                            x.owner, x.generation
+                        ),
+                    ),
+                    Err(e) => (true, e.to_string()),
+                }
+            }
+            Ok(_) => (false, "not a small block in range".to_string()),
+            Err(e) => (false, e),
+        };
+        if !quiet {
+            self.problem(Finding::BadMapEntry {
+                ino: i.ino,
+                slot: MapSlot::Xattr,
+                raw: i.xattr,
+                why,
+            });
+        }
+        Ok(held)
     }
 
     /// Index of a pointer-block address already checked by `ptr`.

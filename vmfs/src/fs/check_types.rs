@@ -15,6 +15,8 @@ pub enum MapSlot {
     Direct(usize),
     Indirect,
     Double,
+    /// The inode's extended-attribute block.
+    Xattr,
     /// Entry `index` of pointer block number `ptr`.
     Entry {
         ptr: u64,

@@ -461,6 +461,11 @@ impl Inner {
         map.inode.flags &= !FLAG_INLINE;
         map.inode.inline.clear();
         map.inode_dirty = true;
+        if let Ok(Some(a)) = crate::format::BlockAddr::decode(map.inode.xattr) {
+            st.alloc.free(ch, a.kind, a.index)?;
+            map.inode.xattr = 0;
+            map.inode.blocks = map.inode.blocks.saturating_sub(1);
+        }
         let done = map.free_from(&self.ctx, &mut st.alloc, ch, 0, FREE_BATCH)?;
         if done {
             map.inode.size = 0;

@@ -19,6 +19,7 @@ mod handles;
 mod inode;
 mod namespace;
 pub mod offline;
+mod xattr;
 
 #[cfg(test)]
 mod tests;
@@ -39,6 +40,7 @@ pub use change::Change;
 pub use dir::DirEntry;
 pub use error::{FsError, FsResult};
 pub use inode::{Attr, Ctx};
+pub use xattr::XattrSet;
 
 use inode::is_dir;
 
@@ -46,7 +48,7 @@ use inode::is_dir;
 pub const NAME_MAX: usize = 255;
 /// Longest symlink target.
 pub const SYMLINK_MAX: usize = 4095;
-/// Clusters unused this long are released to other hosts.
+/// Clusters unused this long (at most D/2) are released to other hosts.
 const CLUSTER_IDLE: Duration = Duration::from_secs(2);
 /// Data blocks freed per transaction when truncating or deleting.
 const FREE_BATCH: usize = 64;
@@ -213,6 +215,9 @@ impl Fs {
             lock_wait: t.dead_after + t.io_timeout,
             txn_limit: journal / 4,
         });
+        // Another host freeing into a cluster we hold waits up to D + T for
+        // it: let idle clusters go well within that.
+        let idle = CLUSTER_IDLE.min(t.dead_after / 2);
         let weak: Weak<Inner> = Arc::downgrade(&inner);
         std::thread::spawn(move || loop {
             std::thread::sleep(Duration::from_millis(250));
@@ -221,7 +226,7 @@ impl Fs {
                 return;
             }
             let mut st = lock_st(&inner.st);
-            if let Err(e) = st.alloc.release_idle(CLUSTER_IDLE) {
+            if let Err(e) = st.alloc.release_idle(idle) {
                 tracing::warn!("releasing idle clusters: {e}");
             }
         });

@@ -99,11 +99,28 @@ fn read_all(fs: &Fs, ino: u64) -> Result<Vec<u8>, String> {
     r.map_err(|e| format!("read {ino}: {e}"))
 }
 
+type Xattrs = BTreeMap<Vec<u8>, Vec<u8>>;
+
+fn read_xattrs(fs: &Fs, ino: u64) -> Result<Xattrs, String> {
+    let mut out = BTreeMap::new();
+    for n in fs
+        .listxattr(ino)
+        .map_err(|e| format!("listxattr {ino}: {e}"))?
+    {
+        let v = fs
+            .getxattr(ino, &n)
+            .map_err(|e| format!("getxattr {ino}: {e}"))?;
+        out.insert(n, v);
+    }
+    Ok(out)
+}
+
 /// What is wrong with the recovered tree if it should be `m`.
 fn mismatches(
     m: &Model,
     tree: &BTreeMap<String, (bool, u64)>,
     content: &HashMap<u64, Vec<u8>>,
+    xattrs: &HashMap<u64, Xattrs>,
 ) -> Vec<String> {
     let mut bad = Vec::new();
     for (p, e) in &m.names {
@@ -126,6 +143,14 @@ fn mismatches(
         };
         if *ino_of.entry(*id).or_insert(ino) != ino {
             bad.push(format!("{p}: hard link names another inode"));
+        }
+        let want_x = m.xattrs.get(id).cloned().unwrap_or_default();
+        if xattrs.get(&ino) != Some(&want_x) {
+            bad.push(format!(
+                "{p}: attributes {:?}, want {:?}",
+                xattrs.get(&ino).map(|x| x.keys().collect::<Vec<_>>()),
+                want_x.keys().collect::<Vec<_>>()
+            ));
         }
         if let Some(Some(want)) = m.data.get(id) {
             match content.get(&ino) {
@@ -155,14 +180,16 @@ pub fn recover_and_verify(dev: SharedDev, candidates: &[Model]) -> Result<(), St
     let fs = mount(dev.clone())?;
     let tree = walk(&fs)?;
     let mut content = HashMap::new();
+    let mut xattrs = HashMap::new();
     for (dir, ino) in tree.values() {
         if !dir {
             content.insert(*ino, read_all(&fs, *ino)?);
+            xattrs.insert(*ino, read_xattrs(&fs, *ino)?);
         }
     }
     let mut best: Option<Vec<String>> = None;
     for m in candidates {
-        let bad = mismatches(m, &tree, &content);
+        let bad = mismatches(m, &tree, &content, &xattrs);
         if bad.is_empty() {
             best = None;
             break;
