@@ -81,6 +81,7 @@ impl<'a> Fixer<'a> {
                     MapSlot::Indirect => i.indirect = value,
                     MapSlot::Double => i.double = value,
                     MapSlot::Xattr => i.xattr = value,
+                    MapSlot::OrphanTable => i.orphans = value,
                     _ => return false,
                 }
                 true
@@ -99,6 +100,7 @@ impl<'a> Fixer<'a> {
             MapSlot::Indirect => self.model.inodes.get(&ino).map(|i| i.indirect),
             MapSlot::Double => self.model.inodes.get(&ino).map(|i| i.double),
             MapSlot::Xattr => self.model.inodes.get(&ino).map(|i| i.xattr),
+            MapSlot::OrphanTable => self.model.inodes.get(&ino).map(|i| i.orphans),
             MapSlot::Entry { ptr, index } => self
                 .read_ptr(ptr)?
                 .and_then(|p| p.entries.get(index).copied()),

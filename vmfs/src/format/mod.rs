@@ -10,6 +10,7 @@ pub mod header;
 pub mod heartbeat_slot;
 pub mod inode;
 pub mod lock_record;
+pub mod orphan;
 pub mod pointer;
 pub mod xattr;
 

@@ -232,6 +232,19 @@ impl Allocator {
         None
     }
 
+    /// Is resource `r` of `kind` in use? (The caller holds the lock that
+    /// protects the resource itself, so its bit cannot change meanwhile.)
+    pub fn is_allocated(&self, kind: ResourceKind, r: u64) -> FsResult<bool> {
+        if r >= self.vol.header.region(kind).count {
+            return Ok(false);
+        }
+        let (c, i) = self.vol.cluster_of(kind, r);
+        Ok(match self.held.get(&(kind, c)) {
+            Some(h) => h.header.is_set(i),
+            None => self.read_header(kind, c)?.is_set(i),
+        })
+    }
+
     /// Queue the discards of data blocks whose freeing has committed.
     pub fn discard_later(&self, blocks: Vec<Pending>) {
         self.discards.push(blocks);

@@ -17,6 +17,8 @@ pub enum MapSlot {
     Double,
     /// The inode's extended-attribute block.
     Xattr,
+    /// The root inode's orphan table.
+    OrphanTable,
     /// Entry `index` of pointer block number `ptr`.
     Entry {
         ptr: u64,

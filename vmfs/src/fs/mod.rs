@@ -19,6 +19,7 @@ mod handles;
 mod inode;
 mod namespace;
 pub mod offline;
+mod orphan;
 mod xattr;
 
 #[cfg(test)]
@@ -52,6 +53,8 @@ pub const SYMLINK_MAX: usize = 4095;
 const CLUSTER_IDLE: Duration = Duration::from_secs(2);
 /// Data blocks freed per transaction when truncating or deleting.
 const FREE_BATCH: usize = 64;
+/// Housekeeping ticks (250 ms) between looks at the orphan table.
+const ORPHAN_TICKS: u64 = 8;
 /// Data blocks written per transaction.
 const WRITE_BATCH: u64 = 32;
 
@@ -218,16 +221,35 @@ impl Fs {
         // Another host freeing into a cluster we hold waits up to D + T for
         // it: let idle clusters go well within that.
         let idle = CLUSTER_IDLE.min(t.dead_after / 2);
-        let weak: Weak<Inner> = Arc::downgrade(&inner);
-        std::thread::spawn(move || loop {
-            std::thread::sleep(Duration::from_millis(250));
-            let Some(inner) = weak.upgrade() else { return };
-            if inner.stop.load(Ordering::SeqCst) {
-                return;
-            }
+        // Orphans left by an earlier incarnation of this slot or by hosts
+        // that crashed: finish their frees now.
+        {
             let mut st = lock_st(&inner.st);
-            if let Err(e) = st.alloc.release_idle(idle) {
-                tracing::warn!("releasing idle clusters: {e}");
+            if let Err(e) = inner.finish_orphans(&mut st) {
+                tracing::warn!("finishing orphans at mount: {e}");
+            }
+        }
+        let weak: Weak<Inner> = Arc::downgrade(&inner);
+        std::thread::spawn(move || {
+            let mut tick = 0u64;
+            loop {
+                std::thread::sleep(Duration::from_millis(250));
+                let Some(inner) = weak.upgrade() else { return };
+                if inner.stop.load(Ordering::SeqCst) {
+                    return;
+                }
+                let mut st = lock_st(&inner.st);
+                if let Err(e) = st.alloc.release_idle(idle) {
+                    tracing::warn!("releasing idle clusters: {e}");
+                }
+                tick += 1;
+                // A crashed host's orphans become ours to finish once its
+                // locks can be broken (after D): look every ORPHAN_TICKS.
+                if tick % ORPHAN_TICKS == 0 {
+                    if let Err(e) = inner.finish_orphans(&mut st) {
+                        tracing::debug!("finishing orphans: {e}");
+                    }
+                }
             }
         });
         Ok(Fs { inner })

@@ -202,6 +202,23 @@ impl Runner {
         });
     }
 
+    /// Preallocate `len` bytes from 0 (lazily zeroed, size extended). Not
+    /// fsynced: the content stays unpromised (and unread by the checks).
+    fn preallocate(&mut self, path: &str, len: u64) {
+        self.step(&format!("preallocate {path} {len}"), |r| {
+            let id = r.id(path);
+            r.touched.push(id);
+            let fh = r.fh(path);
+            r.fs.fallocate(fh, 0, len, Falloc::AllocateLazy { keep_size: false })
+                .expect("fallocate");
+            let c = r.cur.get_mut(&id).expect("content");
+            if (c.len() as u64) < len {
+                c.resize(len as usize, 0);
+            }
+            r.model.data.insert(id, None);
+        });
+    }
+
     fn promise(&mut self, id: u32) {
         let c = self.cur[&id].clone();
         self.model.data.insert(id, Some(c));
@@ -413,6 +430,35 @@ pub fn run(fs: Fs, fault: Arc<FaultDev>, rounds: u32) -> Recording {
         // The unsynced file finally synced.
         r.write(&format!("{d2}/c"), 1000, 5000, s + 9, false);
         r.fsync(&format!("{d2}/c"));
+        // Unlinked while open (on the orphan table until its last close),
+        // written through the handle after the unlink, then closed.
+        r.create(&format!("{d1}/uo"));
+        r.write(&format!("{d1}/uo"), 0, 300 << 10, s + 30, true);
+        r.setxattr(&format!("{d1}/uo"), "user.x", 100, s + 31);
+        let uo = r.fh(&format!("{d1}/uo"));
+        r.unlink(&format!("{d1}/uo"));
+        r.step("write unlinked", |r| {
+            r.fs.write(uo, 4096, &pattern(s + 32, 5000)).expect("write");
+        });
+        r.step("close unlinked", |r| r.fs.close(uo).expect("close"));
+        // A file of more than one free batch: truncated (the orphan table
+        // covers the free), then deleted (likewise).
+        if round == 0 {
+            r.create(&format!("{d2}/huge"));
+            r.write(&format!("{d2}/huge"), 0, 3000, s + 40, false);
+            r.preallocate(&format!("{d2}/huge"), 66 * MIB);
+            r.close(&format!("{d2}/huge"));
+            r.truncate(&format!("{d2}/huge"), MIB + 10);
+            r.preallocate(&format!("{d2}/huge"), 66 * MIB);
+            r.close(&format!("{d2}/huge"));
+            r.unlink(&format!("{d2}/huge"));
+        }
+        // One left unlinked and open at the crash.
+        r.create(&format!("{d2}/left"));
+        r.write(&format!("{d2}/left"), 0, 20000, s + 50, true);
+        let left = r.fh(&format!("{d2}/left"));
+        r.unlink(&format!("{d2}/left"));
+        let _ = left;
     }
     Recording {
         log: r.log,
