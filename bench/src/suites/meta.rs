@@ -64,7 +64,7 @@ fn sample(root: &Path, round: &mut u32, n: usize, step: Step) -> Result<f64, Str
 }
 
 pub fn run(cfg: &Config) -> Result<Vec<Row>, String> {
-    let n = if cfg.quick { 300 } else { 5000 };
+    let n = if cfg.quick { 300 } else { 1000 };
     std::fs::create_dir_all(&cfg.work_dir).map_err(|e| e.to_string())?;
     let places = Places::start(&cfg.work_dir, "meta", 0)?;
     let mut rows = Vec::new();
