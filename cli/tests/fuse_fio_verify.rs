@@ -66,6 +66,8 @@ fn fio_crc32c_verify_passes_on_the_mount() {
         "--verify_fatal=1",
         "--end_fsync=1",
         "--group_reporting=1",
+        // No verify-state files in the working directory.
+        "--verify_state_save=0",
     ];
     let mut args = vec!["--name=randwrite", "--rw=randwrite", "--bs=4k"];
     args.extend(common);
