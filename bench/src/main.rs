@@ -5,6 +5,7 @@
 mod fio;
 mod ganesha;
 mod harness;
+mod mounts;
 mod stats;
 mod suites;
 mod tools;

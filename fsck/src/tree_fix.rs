@@ -80,6 +80,8 @@ impl<'a> Fixer<'a> {
                     MapSlot::Direct(n) if n < i.direct.len() => i.direct[n] = value,
                     MapSlot::Indirect => i.indirect = value,
                     MapSlot::Double => i.double = value,
+                    MapSlot::Xattr => i.xattr = value,
+                    MapSlot::OrphanTable => i.orphans = value,
                     _ => return false,
                 }
                 true
@@ -97,6 +99,8 @@ impl<'a> Fixer<'a> {
                 .and_then(|i| i.direct.get(n).copied()),
             MapSlot::Indirect => self.model.inodes.get(&ino).map(|i| i.indirect),
             MapSlot::Double => self.model.inodes.get(&ino).map(|i| i.double),
+            MapSlot::Xattr => self.model.inodes.get(&ino).map(|i| i.xattr),
+            MapSlot::OrphanTable => self.model.inodes.get(&ino).map(|i| i.orphans),
             MapSlot::Entry { ptr, index } => self
                 .read_ptr(ptr)?
                 .and_then(|p| p.entries.get(index).copied()),

@@ -2,7 +2,9 @@
 //!
 //! A scripted workload (mkdir, create, write with and without fsync,
 //! renames across directories and over existing files, hard links, unlink,
-//! truncate, punch, rmdir; files left open) runs on one host over a
+//! truncate, punch, rmdir, xattrs; files unlinked while open; a 66-block
+//! file truncated and deleted, which takes several transactions and the
+//! orphan table; files left open) runs on one host over a
 //! recording `FaultDev(MemDev)`. From the write log, the image is rebuilt
 //! at every flush boundary, and for each boundary also with a random
 //! subset of the unflushed writes that follow it landing, with a torn
@@ -62,7 +64,7 @@ fn options() -> MkfsOptions {
 /// the crash (nothing unflushed landing).
 fn record(rounds: u32) -> (Vec<u8>, Recording, Vec<u8>) {
     let o = options();
-    let mem = Arc::new(MemDev::new(minimum_size(&o) + (16 << 20), 512));
+    let mem = Arc::new(MemDev::new(minimum_size(&o) + (96 << 20), 512));
     let shared: SharedDev = mem.clone();
     mkfs(&shared, &o, false).expect("mkfs");
     let formatted = mem.snapshot();

@@ -1,9 +1,11 @@
 //! The benchmark suites. Each issue adds its suite here.
 
 pub mod fsck;
+pub mod fuse;
 pub mod initiator;
 pub mod iscsi;
 pub mod locks;
+pub mod meta;
 pub mod nfs;
 pub mod raw;
 pub mod scale;
@@ -60,5 +62,15 @@ pub fn all() -> Vec<Suite> {
         name: "iscsi",
         about: "iscsi-target vs tgt on one file over loopback (iscsi-perf reads, rust-initiator writes) and fio io_uring on the raw file",
         run: iscsi::run,
+    },
+    Suite {
+        name: "fuse",
+        about: "fio 4k random QD1 and 1 MiB sequential on a vmfs mount vs bindfs vs the native directory",
+        run: fuse::run,
+    },
+    Suite {
+        name: "meta",
+        about: "create / stat / unlink rates on a vmfs mount vs the native directory and bindfs",
+        run: meta::run,
     }]
 }

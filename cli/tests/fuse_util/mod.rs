@@ -94,12 +94,18 @@ pub struct MountProc {
 /// Run `vmfs mount img mountpoint --host-name name` and wait until it
 /// serves.
 pub fn mount(img: &Path, mountpoint: &Path, name: &str) -> MountProc {
+    mount_with(img, mountpoint, name, &[])
+}
+
+/// [`mount`] with extra `vmfs mount` options.
+pub fn mount_with(img: &Path, mountpoint: &Path, name: &str, extra: &[&str]) -> MountProc {
     std::fs::create_dir_all(mountpoint).unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_vmfs"))
         .arg("mount")
         .arg(img)
         .arg(mountpoint)
         .args(["--host-name", name])
+        .args(extra)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()

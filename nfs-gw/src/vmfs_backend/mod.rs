@@ -49,6 +49,12 @@ pub fn backend_error(e: FsError) -> BackendError {
         FsError::Invalid(s) => BackendError::Inval(s),
         FsError::TooBig(_) => BackendError::FileTooBig,
         FsError::NotPermitted(_) => BackendError::Perm,
+        // Extended-attribute errors: NFSv3 has no xattr procedures, so these
+        // cannot follow from a request; say what happened if one ever does.
+        e @ (FsError::NoAttr { .. }
+        | FsError::NotSupported(_)
+        | FsError::Range(_)
+        | FsError::ArgTooBig(_)) => BackendError::Inval(e.to_string()),
         // An Fs handle the gateway itself lost: an internal error.
         e @ FsError::BadHandle(_) => BackendError::Io(e.to_string()),
         FsError::Cluster(c) => match c {

@@ -22,7 +22,7 @@
 //!    100    4 inline_len     u32: bytes used in the inline area
 //!    104    8 parent         u64: directories: parent inode (".."); files: 0
 //!    112    8 xattr          u64: block address of the xattr block, 0 = none
-//!    120    8 reserved       zero
+//!    120    8 orphans        u64: root only: block address of the orphan table, 0 = none
 //!    128  512 direct[64]     u64 block addresses (0 = hole)
 //!    640    8 indirect       u64: pointer block of the next 8188 blocks
 //!    648    8 double         u64: pointer block of pointer blocks
@@ -67,6 +67,8 @@ pub struct Inode {
     pub flags: u32,
     pub parent: u64,
     pub xattr: u64,
+    /// Root directory only: the orphan table's block address (0: none).
+    pub orphans: u64,
     pub direct: [u64; DIRECT],
     pub indirect: u64,
     pub double: u64,
@@ -93,6 +95,7 @@ impl Inode {
             flags: 0,
             parent: 0,
             xattr: 0,
+            orphans: 0,
             direct: [0; DIRECT],
             indirect: 0,
             double: 0,
@@ -121,6 +124,7 @@ impl Inode {
         put_u32(&mut b, 100, n as u32);
         put_u64(&mut b, 104, self.parent);
         put_u64(&mut b, 112, self.xattr);
+        put_u64(&mut b, 120, self.orphans);
         for (i, a) in self.direct.iter().enumerate() {
             put_u64(&mut b, 128 + i * 8, *a);
         }
@@ -163,6 +167,7 @@ impl Inode {
             flags: get_u32(b, 96),
             parent: get_u64(b, 104),
             xattr: get_u64(b, 112),
+            orphans: get_u64(b, 120),
             direct,
             indirect: get_u64(b, 640),
             double: get_u64(b, 648),

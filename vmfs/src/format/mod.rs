@@ -10,7 +10,9 @@ pub mod header;
 pub mod heartbeat_slot;
 pub mod inode;
 pub mod lock_record;
+pub mod orphan;
 pub mod pointer;
+pub mod xattr;
 
 pub use addr::{BlockAddr, ResourceKind};
 pub use cluster::ClusterHeader;

@@ -16,6 +16,7 @@ use crate::format::{LockMode, ResourceKind, SECTOR};
 use crate::volume::{cluster_lock_resource, Volume};
 
 use super::change::Change;
+use super::discard::{Discarder, Pending};
 use super::error::{FsError, FsResult};
 
 /// Clusters read per unlocked peek when looking for free space.
@@ -39,6 +40,9 @@ pub struct Allocator {
     cursor: [u32; 4],
     /// How long to wait for a cluster another host holds when freeing into it.
     wait: Duration,
+    /// Freed data blocks waiting for their discard (not handed out again
+    /// until it is done).
+    discards: Discarder,
 }
 
 impl Allocator {
@@ -53,6 +57,7 @@ impl Allocator {
         }
         let t = host.timeouts();
         Allocator {
+            discards: Discarder::new(std::sync::Arc::new(host.dev())),
             dev: host.dev(),
             wait: t.dead_after + t.io_timeout,
             host,
@@ -188,12 +193,61 @@ impl Allocator {
                 None => self.acquire_free(kind)?,
             },
         };
+        let i = match self.free_not_pending(kind, c, ch) {
+            Some(i) => i,
+            None => {
+                // Every free block here waits for its discard.
+                self.discards.drain();
+                self.free_not_pending(kind, c, ch).ok_or_else(|| {
+                    FsError::NoSpace(format!(
+                        "the only free {} were freed by this change",
+                        kind.name()
+                    ))
+                })?
+            }
+        };
         let h = self.held.get_mut(&(kind, c)).expect("held above");
-        let i = h.header.find_free(0).expect("free_count > 0");
         h.header.set(i, true);
         h.last_used = Instant::now();
         ch.clusters.insert((kind.code(), c));
         Ok(h.header.first_resource + u64::from(i))
+    }
+
+    /// A free resource of held cluster `c` whose discard is not pending
+    /// (queued, or to be queued when `ch` commits).
+    fn free_not_pending(&self, kind: ResourceKind, c: u32, ch: &Change) -> Option<u32> {
+        let h = &self.held[&(kind, c)].header;
+        let mut from = 0;
+        while from < h.resource_count {
+            let i = h.find_free(from)?;
+            if i < from {
+                return None; // wrapped around
+            }
+            let key = (kind.code(), h.first_resource + u64::from(i));
+            if !self.discards.is_pending(key) && !ch.discard.iter().any(|p| p.key == key) {
+                return Some(i);
+            }
+            from = i + 1;
+        }
+        None
+    }
+
+    /// Is resource `r` of `kind` in use? (The caller holds the lock that
+    /// protects the resource itself, so its bit cannot change meanwhile.)
+    pub fn is_allocated(&self, kind: ResourceKind, r: u64) -> FsResult<bool> {
+        if r >= self.vol.header.region(kind).count {
+            return Ok(false);
+        }
+        let (c, i) = self.vol.cluster_of(kind, r);
+        Ok(match self.held.get(&(kind, c)) {
+            Some(h) => h.header.is_set(i),
+            None => self.read_header(kind, c)?.is_set(i),
+        })
+    }
+
+    /// Queue the discards of data blocks whose freeing has committed.
+    pub fn discard_later(&self, blocks: Vec<Pending>) {
+        self.discards.push(blocks);
     }
 
     /// Free resource `r` of `kind` (staged in `ch`); data blocks are
@@ -223,10 +277,11 @@ impl Allocator {
         h.last_used = Instant::now();
         ch.clusters.insert((kind.code(), c));
         if matches!(kind, ResourceKind::FileBlock | ResourceKind::SmallBlock) {
-            ch.discard.push((
-                self.vol.resource_addr(kind, r),
-                u64::from(reg.resource_size),
-            ));
+            ch.discard.push(Pending {
+                key: (kind.code(), r),
+                off: self.vol.resource_addr(kind, r),
+                len: u64::from(reg.resource_size),
+            });
         }
         Ok(())
     }
@@ -270,6 +325,12 @@ impl Allocator {
             .filter(|(_, h)| now.duration_since(h.last_used) >= idle)
             .map(|(k, _)| *k)
             .collect();
+        if old.is_empty() {
+            return Ok(());
+        }
+        // Another host may allocate a block as soon as it has the cluster:
+        // no discard of ours may land after that.
+        self.discards.drain();
         let mut first = None;
         for k in old {
             self.held.remove(&k);

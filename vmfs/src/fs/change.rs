@@ -5,8 +5,8 @@
 use std::collections::{BTreeSet, HashMap};
 
 use crate::cluster::{HeldLock, Host, Txn};
-use crate::dev::BlockDev;
 
+use super::discard::Pending;
 use super::error::FsResult;
 
 /// Staged metadata images of one transaction.
@@ -19,8 +19,8 @@ pub struct Change {
     /// Clusters whose bitmaps this change alters (their images are added by
     /// the allocator when the change is committed).
     pub(crate) clusters: BTreeSet<(u8, u32)>,
-    /// Device ranges to discard once the transaction has committed.
-    pub(crate) discard: Vec<(u64, u64)>,
+    /// Data blocks to discard once the transaction has committed.
+    pub(crate) discard: Vec<Pending>,
 }
 
 impl Change {
@@ -62,19 +62,12 @@ impl Change {
         self.txn.blocks.iter().map(|b| b.data.len()).sum::<usize>() + self.clusters.len() * 4096
     }
 
-    /// Journal the staged images (commit + flush, then write in place),
-    /// then discard freed data blocks. The caller has already added the
-    /// cluster header images.
-    pub(crate) fn run(&mut self, host: &Host, dev: &dyn BlockDev) -> FsResult<()> {
+    /// Journal the staged images (commit + flush, then write in place).
+    /// The caller has already added the cluster header images; freed data
+    /// blocks are then the allocator's to discard.
+    pub(crate) fn run(&mut self, host: &Host) -> FsResult<()> {
         if !self.txn.blocks.is_empty() {
             host.run_txn(&self.txn)?;
-        }
-        for (off, len) in std::mem::take(&mut self.discard) {
-            // A failed discard only leaves stale bytes in a free block; a
-            // block is zeroed when it is next allocated.
-            if let Err(e) = dev.unmap(off, len) {
-                tracing::warn!("discard of freed block at {off} (+{len}) failed: {e}");
-            }
         }
         Ok(())
     }

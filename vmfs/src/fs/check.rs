@@ -13,6 +13,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use crate::format::cluster::ClusterHeader;
 use crate::format::header::META_BLOCK;
 use crate::format::inode::{DIRECT, FLAG_INLINE, INODE_BODY_LEN};
+use crate::format::orphan::OrphanTable;
+use crate::format::xattr::XattrBlock;
 use crate::format::{BlockAddr, Inode, LockRecord, PointerBlock, ResourceKind, SECTOR};
 use crate::volume::Volume;
 
@@ -33,6 +35,8 @@ pub struct Report {
     pub entries: u64,
     pub data_blocks: u64,
     pub pointer_blocks: u64,
+    /// Unlinked inodes the orphan table lists whose free is pending.
+    pub pending_orphans: u64,
     /// Every inconsistency, one line each. Empty: consistent.
     pub problems: Vec<String>,
     /// The same, structured (same order).
@@ -50,6 +54,8 @@ struct Walker<'a> {
     visited: HashSet<u64>,
     /// ino -> (names seen, subdirectories)
     links: HashMap<u64, (u32, u32)>,
+    /// Unlinked inodes on the orphan table, still being freed.
+    pending: HashSet<u64>,
 }
 
 /// Data blocks of an inode, and how many resources (data + pointer) it holds.
@@ -239,8 +245,114 @@ impl Walker<'_> {
                 });
             }
         }
-        let held = map.len() as u64 + pointers;
+        let xattr = u64::from(self.xattr_block(i, quiet)?);
+        let table = u64::from(self.orphan_table(i, quiet)?.is_some());
+        let held = map.len() as u64 + pointers + xattr + table;
         Ok(Blocks { map, held })
+    }
+
+    /// Check the inode's extended-attribute block (a small block owned by
+    /// it); true when it holds one (damaged or not, it counts as held
+    /// while the address is valid).
+    fn xattr_block(&mut self, i: &Inode, quiet: bool) -> FsResult<bool> {
+        if i.xattr == 0 {
+            return Ok(false);
+        }
+        let reg = *self.vol.header.region(ResourceKind::SmallBlock);
+        let (held, why) = match BlockAddr::decode(i.xattr) {
+            Ok(Some(a)) if a.kind == ResourceKind::SmallBlock && a.index < reg.count => {
+                if !quiet {
+                    self.reference(
+                        a.kind,
+                        a.index,
+                        Owner {
+                            ino: i.ino,
+                            slot: MapSlot::Xattr,
+                        },
+                    );
+                }
+                let addr = self.vol.resource_addr(a.kind, a.index);
+                let mut b = vec![0u8; reg.resource_size as usize];
+                self.vol.dev.read_at(&mut b, addr)?;
+                match XattrBlock::decode(&b, addr) {
+                    Ok(x) if x.owner == i.ino && x.generation == i.generation => return Ok(true),
+                    Ok(x) => (
+                        true,
+                        format!(
+                            "xattr block at {addr} belongs to inode {} generation {}",
+                            x.owner, x.generation
+                        ),
+                    ),
+                    Err(e) => (true, e.to_string()),
+                }
+            }
+            Ok(_) => (false, "not a small block in range".to_string()),
+            Err(e) => (false, e),
+        };
+        if !quiet {
+            self.problem(Finding::BadMapEntry {
+                ino: i.ino,
+                slot: MapSlot::Xattr,
+                raw: i.xattr,
+                why,
+            });
+        }
+        Ok(held)
+    }
+
+    /// The root's orphan table: `Some(entries)` when it holds one whose
+    /// address is valid (empty if the block is damaged, reported).
+    fn orphan_table(&mut self, i: &Inode, quiet: bool) -> FsResult<Option<Vec<(u64, u64)>>> {
+        if i.orphans == 0 {
+            return Ok(None);
+        }
+        let reg = *self.vol.header.region(ResourceKind::SmallBlock);
+        let why = match BlockAddr::decode(i.orphans) {
+            Ok(Some(a))
+                if a.kind == ResourceKind::SmallBlock
+                    && a.index < reg.count
+                    && i.ino == self.vol.header.root_ino =>
+            {
+                if !quiet {
+                    self.reference(
+                        a.kind,
+                        a.index,
+                        Owner {
+                            ino: i.ino,
+                            slot: MapSlot::OrphanTable,
+                        },
+                    );
+                }
+                let addr = self.vol.resource_addr(a.kind, a.index);
+                let mut b = vec![0u8; reg.resource_size as usize];
+                self.vol.dev.read_at(&mut b, addr)?;
+                match OrphanTable::decode(&b, addr) {
+                    Ok(t) => return Ok(Some(t.entries)),
+                    Err(e) => {
+                        if !quiet {
+                            self.problem(Finding::BadMapEntry {
+                                ino: i.ino,
+                                slot: MapSlot::OrphanTable,
+                                raw: i.orphans,
+                                why: e.to_string(),
+                            });
+                        }
+                        return Ok(Some(Vec::new()));
+                    }
+                }
+            }
+            Ok(_) => "not a small block in range, or not on the root".to_string(),
+            Err(e) => e,
+        };
+        if !quiet {
+            self.problem(Finding::BadMapEntry {
+                ino: i.ino,
+                slot: MapSlot::OrphanTable,
+                raw: i.orphans,
+                why,
+            });
+        }
+        Ok(None)
     }
 
     /// Index of a pointer-block address already checked by `ptr`.
@@ -413,6 +525,41 @@ impl Walker<'_> {
         Ok(valid)
     }
 
+    /// Walk the unlinked inodes the orphan table lists (allocated, of the
+    /// listed generation, no links): their frees are pending, not lost.
+    fn listed_orphans(&mut self) -> FsResult<()> {
+        let root = self.vol.header.root_ino;
+        let Some(ri) = self.model.inodes.get(&root).cloned() else {
+            return Ok(());
+        };
+        let Some(entries) = self.orphan_table(&ri, true)? else {
+            return Ok(());
+        };
+        let mut queue = VecDeque::new();
+        for (ino, generation) in entries {
+            if ino == 0 || ino >= self.inode_count() || self.visited.contains(&ino) {
+                continue;
+            }
+            let (c, bit) = self.vol.cluster_of(ResourceKind::Inode, ino);
+            let Some(h) = self.cluster(ResourceKind::Inode, c)? else {
+                continue;
+            };
+            if !h.is_set(bit) {
+                continue; // freed; the entry was about to go
+            }
+            match self.read_inode(ino, None, true)? {
+                Some(i) if i.generation == generation && i.nlink == 0 => {}
+                _ => continue,
+            }
+            self.pending.insert(ino);
+            self.report.pending_orphans += 1;
+            self.visited.insert(ino);
+            self.links.entry(ino).or_insert((0, 0));
+            queue.push_back((ino, None, None));
+        }
+        self.visit(&mut queue)
+    }
+
     /// Walk the orphans: the unreached inodes no unreached directory names
     /// (one of a cycle if every one is named).
     fn orphans(&mut self) -> FsResult<()> {
@@ -467,6 +614,7 @@ impl Walker<'_> {
         if root != 0 && root < self.inode_count() {
             self.visit(&mut queue)?;
         }
+        self.listed_orphans()?;
         self.orphans()?;
         let inodes: Vec<(u64, u32, bool)> = self
             .model
@@ -475,6 +623,9 @@ impl Walker<'_> {
             .map(|(&n, i)| (n, i.nlink, is_dir(i.mode)))
             .collect();
         for (ino, nlink, dir) in inodes {
+            if self.pending.contains(&ino) {
+                continue;
+            }
             let (names, subdirs) = self.links.get(&ino).copied().unwrap_or((0, 0));
             let want = if dir { 2 + subdirs } else { names };
             if nlink != want {
@@ -602,6 +753,7 @@ pub fn walk(vol: &Volume) -> FsResult<(Report, Model)> {
         model: Model::default(),
         visited: HashSet::new(),
         links: HashMap::new(),
+        pending: HashSet::new(),
     };
     w.walk()?;
     w.bitmaps()?;

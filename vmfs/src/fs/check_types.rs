@@ -15,6 +15,10 @@ pub enum MapSlot {
     Direct(usize),
     Indirect,
     Double,
+    /// The inode's extended-attribute block.
+    Xattr,
+    /// The root inode's orphan table.
+    OrphanTable,
     /// Entry `index` of pointer block number `ptr`.
     Entry {
         ptr: u64,

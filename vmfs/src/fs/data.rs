@@ -194,10 +194,34 @@ pub fn zero_range(map: &mut FileMap, ctx: &Ctx, off: u64, len: u64) -> FsResult<
     for (n, s, l) in pieces(off, len, bs) {
         if let Some(a) = map.get(ctx, n)? {
             if !a.to_be_zeroed {
-                let zeros = vec![0u8; l as usize];
-                write_piece(ctx, map.data_addr(ctx, a), bs, s, &zeros, false)?;
+                zero_in_block(ctx, map.data_addr(ctx, a), bs, s, l)?;
             }
         }
+    }
+    Ok(())
+}
+
+/// Smallest sector-aligned span worth a `write_zeroes` (an allocation-free
+/// zero range on files, WRITE SAME on LUNs) instead of a buffer of zeros.
+const ZEROES_MIN: u64 = 64 << 10;
+
+/// Zero `s..s+l` of the allocated block at `base`: the sector-aligned
+/// interior with `write_zeroes` when large (truncating a 1 MiB block would
+/// otherwise write up to 1 MiB of zeros), the partial sectors at the edges
+/// by read-modify-write.
+fn zero_in_block(ctx: &Ctx, base: u64, bs: u64, s: u64, l: u64) -> FsResult<()> {
+    let e = s + l;
+    let (is, ie) = (s.div_ceil(512) * 512, e / 512 * 512);
+    if ie <= is || ie - is < ZEROES_MIN {
+        let zeros = vec![0u8; l as usize];
+        return write_piece(ctx, base, bs, s, &zeros, false);
+    }
+    if s < is {
+        write_piece(ctx, base, bs, s, &vec![0u8; (is - s) as usize], false)?;
+    }
+    ctx.dev.write_zeroes(base + is, ie - is)?;
+    if ie < e {
+        write_piece(ctx, base, bs, ie, &vec![0u8; (e - ie) as usize], false)?;
     }
     Ok(())
 }

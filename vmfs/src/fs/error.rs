@@ -29,6 +29,14 @@ pub enum FsError {
     TooBig(String),
     #[error("operation not permitted: {0}")]
     NotPermitted(String),
+    #[error("inode {ino} has no attribute {name}")]
+    NoAttr { ino: u64, name: String },
+    #[error("not supported: {0}")]
+    NotSupported(String),
+    #[error("out of range: {0}")]
+    Range(String),
+    #[error("argument too big: {0}")]
+    ArgTooBig(String),
     #[error("bad file handle {0}")]
     BadHandle(u64),
     #[error("inode {ino}: {why} (run vmfs-fsck)")]
@@ -67,6 +75,10 @@ impl FsError {
             FsError::TooBig(_) => libc::EFBIG,
             FsError::NotPermitted(_) => libc::EPERM,
             FsError::BadHandle(_) => libc::EBADF,
+            FsError::NoAttr { .. } => libc::ENODATA,
+            FsError::NotSupported(_) => libc::EOPNOTSUPP,
+            FsError::Range(_) => libc::ERANGE,
+            FsError::ArgTooBig(_) => libc::E2BIG,
             FsError::Corrupt { .. } | FsError::Format(_) | FsError::Device(_) => libc::EIO,
             FsError::Cluster(c) => match c {
                 ClusterError::Busy { .. } | ClusterError::Timeout { .. } => libc::EBUSY,

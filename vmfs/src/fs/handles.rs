@@ -11,6 +11,7 @@ use super::change::Change;
 use super::data;
 use super::error::{FsError, FsResult};
 use super::inode::{is_dir, now_ns};
+use super::orphan::needs_batches;
 use super::{
     lock_st, Falloc, Fs, Inner, Open, OpenMeta, OpenMode, SetAttr, State, FREE_BATCH, WRITE_BATCH,
 };
@@ -135,7 +136,11 @@ impl Fs {
             match lock {
                 Some(l) => {
                     o.map.lock = Some(l);
-                    if let Err(e) = inner.reclaim(&mut st, &mut o.map) {
+                    let e = (ino, o.map.inode.generation);
+                    let r = inner
+                        .reclaim(&mut st, &mut o.map)
+                        .and_then(|()| inner.orphan_remove(&mut st, None, e));
+                    if let Err(e) = r {
                         first_err.get_or_insert(e);
                     }
                 }
@@ -415,14 +420,30 @@ impl Inner {
     }
 
     /// Set the size; blocks past it are freed (in as many transactions as
-    /// the journal needs; each leaves the file consistent).
+    /// the journal needs; each leaves the file consistent). A free that
+    /// takes more than one transaction puts the file on the orphan table
+    /// for its duration, so a crash cannot strand the rest.
     fn truncate(&self, st: &mut State, map: &mut FileMap, size: u64) -> FsResult<()> {
         let bs = map.block_size;
         if size < map.inode.size && size % bs != 0 {
             data::zero_range(map, &self.ctx, size, bs - size % bs)?;
         }
+        let orphan = size < map.inode.size && needs_batches(map);
+        if orphan {
+            self.orphan_add(st, None, map)?;
+        }
         map.inode.size = size;
         map.inode_dirty = true;
+        self.free_past(st, map, size)?;
+        if orphan {
+            self.orphan_remove(st, None, (map.ino(), map.inode.generation))?;
+        }
+        Ok(())
+    }
+
+    /// Free the blocks of `map` past `size`, one batch per transaction.
+    pub(super) fn free_past(&self, st: &mut State, map: &mut FileMap, size: u64) -> FsResult<()> {
+        let bs = map.block_size;
         loop {
             let mut ch = Change::new();
             let done = match map.free_from(
@@ -461,6 +482,11 @@ impl Inner {
         map.inode.flags &= !FLAG_INLINE;
         map.inode.inline.clear();
         map.inode_dirty = true;
+        if let Ok(Some(a)) = crate::format::BlockAddr::decode(map.inode.xattr) {
+            st.alloc.free(ch, a.kind, a.index)?;
+            map.inode.xattr = 0;
+            map.inode.blocks = map.inode.blocks.saturating_sub(1);
+        }
         let done = map.free_from(&self.ctx, &mut st.alloc, ch, 0, FREE_BATCH)?;
         if done {
             map.inode.size = 0;

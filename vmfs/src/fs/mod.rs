@@ -13,13 +13,16 @@ mod change;
 pub mod check;
 mod data;
 pub mod dir;
+mod discard;
 mod error;
 mod handles;
 mod inode;
 mod lockmode;
 mod namespace;
 pub mod offline;
+mod orphan;
 mod thick;
+mod xattr;
 
 #[cfg(test)]
 mod tests;
@@ -41,6 +44,7 @@ pub use dir::DirEntry;
 pub use error::{FsError, FsResult};
 pub use inode::{Attr, Ctx};
 pub use lockmode::MultiWriterFile;
+pub use xattr::XattrSet;
 
 use inode::is_dir;
 
@@ -48,10 +52,12 @@ use inode::is_dir;
 pub const NAME_MAX: usize = 255;
 /// Longest symlink target.
 pub const SYMLINK_MAX: usize = 4095;
-/// Clusters unused this long are released to other hosts.
+/// Clusters unused this long (at most D/2) are released to other hosts.
 const CLUSTER_IDLE: Duration = Duration::from_secs(2);
 /// Data blocks freed per transaction when truncating or deleting.
 const FREE_BATCH: usize = 64;
+/// Housekeeping ticks (250 ms) between looks at the orphan table.
+const ORPHAN_TICKS: u64 = 8;
 /// Data blocks written per transaction.
 const WRITE_BATCH: u64 = 32;
 
@@ -215,16 +221,38 @@ impl Fs {
             lock_wait: t.dead_after + t.io_timeout,
             txn_limit: journal / 4,
         });
-        let weak: Weak<Inner> = Arc::downgrade(&inner);
-        std::thread::spawn(move || loop {
-            std::thread::sleep(Duration::from_millis(250));
-            let Some(inner) = weak.upgrade() else { return };
-            if inner.stop.load(Ordering::SeqCst) {
-                return;
-            }
+        // Another host freeing into a cluster we hold waits up to D + T for
+        // it: let idle clusters go well within that.
+        let idle = CLUSTER_IDLE.min(t.dead_after / 2);
+        // Orphans left by an earlier incarnation of this slot or by hosts
+        // that crashed: finish their frees now.
+        {
             let mut st = lock_st(&inner.st);
-            if let Err(e) = st.alloc.release_idle(CLUSTER_IDLE) {
-                tracing::warn!("releasing idle clusters: {e}");
+            if let Err(e) = inner.finish_orphans(&mut st) {
+                tracing::warn!("finishing orphans at mount: {e}");
+            }
+        }
+        let weak: Weak<Inner> = Arc::downgrade(&inner);
+        std::thread::spawn(move || {
+            let mut tick = 0u64;
+            loop {
+                std::thread::sleep(Duration::from_millis(250));
+                let Some(inner) = weak.upgrade() else { return };
+                if inner.stop.load(Ordering::SeqCst) {
+                    return;
+                }
+                let mut st = lock_st(&inner.st);
+                if let Err(e) = st.alloc.release_idle(idle) {
+                    tracing::warn!("releasing idle clusters: {e}");
+                }
+                tick += 1;
+                // A crashed host's orphans become ours to finish once its
+                // locks can be broken (after D): look every ORPHAN_TICKS.
+                if tick % ORPHAN_TICKS == 0 {
+                    if let Err(e) = inner.finish_orphans(&mut st) {
+                        tracing::debug!("finishing orphans: {e}");
+                    }
+                }
             }
         });
         Ok(Fs { inner })
@@ -429,8 +457,11 @@ impl Inner {
                 m.stage(&mut ch)?;
             }
             st.alloc.seal(&mut ch);
-            ch.run(&self.ctx.host, &self.ctx.dev)
+            ch.run(&self.ctx.host)
         })();
+        if r.is_ok() {
+            st.alloc.discard_later(std::mem::take(&mut ch.discard));
+        }
         if r.is_err() {
             st.alloc.invalidate(&ch);
             for m in maps.iter_mut() {

@@ -15,6 +15,7 @@ use super::change::Change;
 use super::dir::{self, DirEntry};
 use super::error::{FsError, FsResult};
 use super::inode::{alloc_inode, file_type, is_dir, now_ns, Attr};
+use super::orphan::needs_batches;
 use super::{check_name, data, lock_st, DirItem, Fs, Inner, Locked, State, SYMLINK_MAX};
 
 fn dtype(mode: u32) -> u8 {
@@ -176,6 +177,19 @@ impl Inner {
         }
     }
 
+    /// Will dropping a link of `t` leave space to free after the change
+    /// that drops it (open here: at the last close; large: in further
+    /// transactions)? Then it goes on the orphan table first.
+    fn will_orphan(&self, t: &Locked) -> bool {
+        let last = is_dir(t.map.inode.mode) || t.map.inode.nlink <= 1;
+        last && (t.open.is_some() || needs_batches(&t.map))
+    }
+
+    /// `m` if it is the root directory's map.
+    fn root_if<'a>(&self, m: &'a mut FileMap) -> Option<&'a mut FileMap> {
+        (m.ino() == self.ctx.vol.header.root_ino).then_some(m)
+    }
+
     /// In the change that drops `t`'s last link (unless it is open here):
     /// stage the first batch of its reclaim, so a file or directory that
     /// fits one transaction goes in the same transaction as its name and a
@@ -221,6 +235,11 @@ impl Inner {
             if want_dir && dir::count(&mut t.map, &self.ctx, None)? > 0 {
                 return Err(FsError::NotEmpty(e.ino));
             }
+            let orphan = self.will_orphan(&t);
+            if orphan {
+                let root = self.root_if(&mut d.map);
+                self.orphan_add(st, root, &t.map)?;
+            }
             let mut ch = Change::new();
             if let Err(err) = dir::remove(&mut d.map, &self.ctx, &mut st.alloc, &mut ch, name) {
                 st.alloc.invalidate(&ch);
@@ -245,7 +264,12 @@ impl Inner {
                 }
             };
             self.commit(st, ch, &mut [&mut d.map, &mut t.map])?;
-            self.finish_drop(st, &mut t, gone)
+            self.finish_drop(st, &mut t, gone)?;
+            if orphan && t.open.is_none() {
+                let root = self.root_if(&mut d.map);
+                self.orphan_remove(st, root, (t.map.ino(), t.map.inode.generation))?;
+            }
+            Ok(())
         })();
         let rel = self.release(st, t);
         r?;
@@ -375,6 +399,14 @@ impl Inner {
                     return Err(FsError::NotEmpty(t.map.ino()));
                 }
             }
+            let orphan = t.as_ref().is_some_and(|t| self.will_orphan(t));
+            if let (true, Some(t)) = (orphan, t.as_ref()) {
+                let root = match nd.as_mut() {
+                    Some(d) if d.map.ino() == self.ctx.vol.header.root_ino => Some(&mut d.map),
+                    _ => self.root_if(&mut od.map),
+                };
+                self.orphan_add(st, root, &t.map)?;
+            }
             let mut ch = Change::new();
             let now = now_ns();
             let staged = (|| {
@@ -472,6 +504,13 @@ impl Inner {
             self.commit(st, ch, &mut maps)?;
             if let Some(t) = t.as_mut() {
                 self.finish_drop(st, t, gone)?;
+                if orphan && t.open.is_none() {
+                    let root = match nd.as_mut() {
+                        Some(d) if d.map.ino() == self.ctx.vol.header.root_ino => Some(&mut d.map),
+                        _ => self.root_if(&mut od.map),
+                    };
+                    self.orphan_remove(st, root, (t.map.ino(), t.map.inode.generation))?;
+                }
             }
             Ok(())
         })();

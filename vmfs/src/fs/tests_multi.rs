@@ -1,6 +1,7 @@
 //! Two hosts on one device.
 
 use super::tests::{stop, Rig};
+use super::{Falloc, SetAttr};
 
 #[test]
 fn a_file_written_on_one_host_is_read_on_the_other() {
@@ -89,5 +90,82 @@ fn two_hosts_share_directories_and_space() {
     let _ = f;
     stop(a);
     stop(b);
+    r.check();
+}
+
+#[test]
+fn a_dead_hosts_orphan_is_reclaimed_by_a_survivor() {
+    let r = Rig::new(256 << 20, None);
+    let (a, b) = (r.fs("a"), r.fs("b"));
+    let root = a.root();
+    let before = b.statfs().unwrap();
+    let f = a.create(root, b"doomed", 0o644, 0, 0).unwrap();
+    let fh = a.open(f.ino, true).unwrap();
+    a.write(fh, 0, &vec![3u8; 3 << 20]).unwrap();
+    a.fsync(fh).unwrap();
+    // Unlinked while open: on the orphan table, its space still held.
+    a.unlink(root, b"doomed").unwrap();
+    assert_eq!(b.statfs().unwrap().blocks_free, before.blocks_free - 3);
+    assert_eq!(r.check().inodes, 2, "root and the pending orphan");
+    // A crashes with it open.
+    let ha = a.host().clone();
+    drop(a);
+    ha.abandon();
+    // B's housekeeping finishes the free once A's lock can be broken.
+    let t = super::tests::timeouts();
+    let deadline = std::time::Instant::now() + t.dead_after * 3 + std::time::Duration::from_secs(5);
+    while b.statfs().unwrap().blocks_free != before.blocks_free {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the orphan's blocks were not freed: {:?}",
+            b.statfs().unwrap()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert_eq!(b.statfs().unwrap().inodes_free, before.inodes_free);
+    assert_eq!(
+        b.getattr(root).unwrap().ino,
+        root,
+        "the root (and its orphan table) still reads"
+    );
+    stop(b);
+    let rep = r.check();
+    assert_eq!(rep.inodes, 1, "only the root is left: {rep:?}");
+}
+
+#[test]
+fn truncating_and_deleting_a_large_file_leaves_no_orphan_entry() {
+    let r = Rig::new(512 << 20, None);
+    let a = r.fs("a");
+    let root = a.root();
+    let before = a.statfs().unwrap();
+    let f = a.create(root, b"big", 0o644, 0, 0).unwrap();
+    let root_held = a.getattr(root).unwrap().allocated;
+    let fh = a.open(f.ino, true).unwrap();
+    a.fallocate(fh, 0, 100 << 20, Falloc::AllocateLazy { keep_size: false })
+        .unwrap();
+    a.close(fh).unwrap();
+    assert_eq!(a.statfs().unwrap().blocks_free, before.blocks_free - 100);
+    a.setattr(
+        f.ino,
+        &SetAttr {
+            size: Some(1 << 20),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(a.statfs().unwrap().blocks_free, before.blocks_free - 1);
+    let fh = a.open(f.ino, true).unwrap();
+    a.fallocate(fh, 0, 90 << 20, Falloc::AllocateLazy { keep_size: false })
+        .unwrap();
+    a.close(fh).unwrap();
+    a.unlink(root, b"big").unwrap();
+    assert_eq!(a.statfs().unwrap().blocks_free, before.blocks_free);
+    assert_eq!(
+        a.getattr(root).unwrap().allocated,
+        root_held,
+        "the orphan table went with its last entry"
+    );
+    stop(a);
     r.check();
 }

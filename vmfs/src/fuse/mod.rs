@@ -22,6 +22,7 @@ mod file;
 mod namespace;
 mod nodes;
 mod session;
+mod xattr;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::Sender;

@@ -13,7 +13,7 @@ use vmfs::volume::Volume;
 use super::workload::{Entry, Model};
 
 /// Largest file the workload makes; anything bigger is damage.
-const MAX_FILE: u64 = 8 << 20;
+const MAX_FILE: u64 = 80 << 20;
 const DT_DIR: u8 = 4;
 
 pub fn timeouts() -> Timeouts {
@@ -40,14 +40,21 @@ pub fn stop(fs: Fs) -> Result<(), String> {
     h.leave().map_err(|e| format!("leave: {e}"))
 }
 
-fn consistent(dev: &SharedDev, when: &str) -> Result<(), String> {
+/// Check the volume; `finished`: no orphan may still be pending (the
+/// mount after the crash finishes them all).
+fn consistent(dev: &SharedDev, when: &str, finished: bool) -> Result<(), String> {
     let vol = Volume::open(dev.clone()).map_err(|e| format!("open volume: {e}"))?;
     let r = check(&vol).map_err(|e| format!("check {when}: {e}"))?;
-    if r.problems.is_empty() {
-        Ok(())
-    } else {
-        Err(format!("inconsistent {when}: {:?}", r.problems))
+    if !r.problems.is_empty() {
+        return Err(format!("inconsistent {when}: {:?}", r.problems));
     }
+    if finished && r.pending_orphans > 0 {
+        return Err(format!(
+            "{when}: {} orphans still pending (space not freed)",
+            r.pending_orphans
+        ));
+    }
+    Ok(())
 }
 
 /// Every name under the root: path -> (is a directory, inode).
@@ -99,11 +106,28 @@ fn read_all(fs: &Fs, ino: u64) -> Result<Vec<u8>, String> {
     r.map_err(|e| format!("read {ino}: {e}"))
 }
 
+type Xattrs = BTreeMap<Vec<u8>, Vec<u8>>;
+
+fn read_xattrs(fs: &Fs, ino: u64) -> Result<Xattrs, String> {
+    let mut out = BTreeMap::new();
+    for n in fs
+        .listxattr(ino)
+        .map_err(|e| format!("listxattr {ino}: {e}"))?
+    {
+        let v = fs
+            .getxattr(ino, &n)
+            .map_err(|e| format!("getxattr {ino}: {e}"))?;
+        out.insert(n, v);
+    }
+    Ok(out)
+}
+
 /// What is wrong with the recovered tree if it should be `m`.
 fn mismatches(
     m: &Model,
     tree: &BTreeMap<String, (bool, u64)>,
     content: &HashMap<u64, Vec<u8>>,
+    xattrs: &HashMap<u64, Xattrs>,
 ) -> Vec<String> {
     let mut bad = Vec::new();
     for (p, e) in &m.names {
@@ -126,6 +150,14 @@ fn mismatches(
         };
         if *ino_of.entry(*id).or_insert(ino) != ino {
             bad.push(format!("{p}: hard link names another inode"));
+        }
+        let want_x = m.xattrs.get(id).cloned().unwrap_or_default();
+        if xattrs.get(&ino) != Some(&want_x) {
+            bad.push(format!(
+                "{p}: attributes {:?}, want {:?}",
+                xattrs.get(&ino).map(|x| x.keys().collect::<Vec<_>>()),
+                want_x.keys().collect::<Vec<_>>()
+            ));
         }
         if let Some(Some(want)) = m.data.get(id) {
             match content.get(&ino) {
@@ -151,18 +183,34 @@ fn mismatches(
 pub fn recover_and_verify(dev: SharedDev, candidates: &[Model]) -> Result<(), String> {
     let vol = Volume::open(dev.clone()).map_err(|e| format!("open volume: {e}"))?;
     recover_offline(&vol).map_err(|e| format!("offline recovery: {e}"))?;
-    consistent(&dev, "after recovery")?;
+    consistent(&dev, "after recovery", false)?;
     let fs = mount(dev.clone())?;
     let tree = walk(&fs)?;
+    // Content is read only where some candidate promises it (a large
+    // unpromised file would cost a read per crash state for nothing).
+    let promised: std::collections::HashSet<&String> = candidates
+        .iter()
+        .flat_map(|m| {
+            m.names.iter().filter(move |(_, e)| match e {
+                Entry::File(id) => matches!(m.data.get(id), Some(Some(_))),
+                Entry::Dir => false,
+            })
+        })
+        .map(|(p, _)| p)
+        .collect();
     let mut content = HashMap::new();
-    for (dir, ino) in tree.values() {
+    let mut xattrs = HashMap::new();
+    for (p, (dir, ino)) in &tree {
         if !dir {
-            content.insert(*ino, read_all(&fs, *ino)?);
+            if promised.contains(p) {
+                content.insert(*ino, read_all(&fs, *ino)?);
+            }
+            xattrs.insert(*ino, read_xattrs(&fs, *ino)?);
         }
     }
     let mut best: Option<Vec<String>> = None;
     for m in candidates {
-        let bad = mismatches(m, &tree, &content);
+        let bad = mismatches(m, &tree, &content, &xattrs);
         if bad.is_empty() {
             best = None;
             break;
@@ -191,5 +239,5 @@ pub fn recover_and_verify(dev: SharedDev, candidates: &[Model]) -> Result<(), St
         }
     }
     stop(fs)?;
-    consistent(&dev, "after use")
+    consistent(&dev, "after use", true)
 }

@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use vmfs::dev::{FaultDev, LogEntry};
-use vmfs::fs::{Falloc, Fs, SetAttr};
+use vmfs::fs::{Falloc, Fs, SetAttr, XattrSet};
 
 /// A name in the model.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,6 +28,8 @@ pub struct Model {
     pub names: BTreeMap<String, Entry>,
     /// File id -> its promised content (None: nothing promised).
     pub data: BTreeMap<u32, Option<Vec<u8>>>,
+    /// File id -> its user.* attributes (each change is durable on return).
+    pub xattrs: BTreeMap<u32, BTreeMap<Vec<u8>, Vec<u8>>>,
 }
 
 /// One workload step and the log entries it issued.
@@ -200,6 +202,23 @@ impl Runner {
         });
     }
 
+    /// Preallocate `len` bytes from 0 (lazily zeroed, size extended). Not
+    /// fsynced: the content stays unpromised (and unread by the checks).
+    fn preallocate(&mut self, path: &str, len: u64) {
+        self.step(&format!("preallocate {path} {len}"), |r| {
+            let id = r.id(path);
+            r.touched.push(id);
+            let fh = r.fh(path);
+            r.fs.fallocate(fh, 0, len, Falloc::AllocateLazy { keep_size: false })
+                .expect("fallocate");
+            let c = r.cur.get_mut(&id).expect("content");
+            if (c.len() as u64) < len {
+                c.resize(len as usize, 0);
+            }
+            r.model.data.insert(id, None);
+        });
+    }
+
     fn promise(&mut self, id: u32) {
         let c = self.cur[&id].clone();
         self.model.data.insert(id, Some(c));
@@ -256,6 +275,33 @@ impl Runner {
         });
     }
 
+    fn setxattr(&mut self, path: &str, name: &str, len: usize, seed: u64) {
+        self.step(&format!("setxattr {path} {name} ({len} bytes)"), |r| {
+            let id = r.id(path);
+            let v = pattern(seed, len);
+            r.fs.setxattr(r.ino(path), name.as_bytes(), &v, XattrSet::Any)
+                .expect("setxattr");
+            r.model
+                .xattrs
+                .entry(id)
+                .or_default()
+                .insert(name.as_bytes().to_vec(), v);
+        });
+    }
+
+    fn removexattr(&mut self, path: &str, name: &str) {
+        self.step(&format!("removexattr {path} {name}"), |r| {
+            let id = r.id(path);
+            r.fs.removexattr(r.ino(path), name.as_bytes())
+                .expect("removexattr");
+            let x = r.model.xattrs.get_mut(&id).expect("has attributes");
+            x.remove(name.as_bytes());
+            if x.is_empty() {
+                r.model.xattrs.remove(&id);
+            }
+        });
+    }
+
     fn link(&mut self, from: &str, to: &str) {
         self.step(&format!("link {from} {to}"), |r| {
             let id = r.id(from);
@@ -279,6 +325,7 @@ impl Runner {
         if let Some(Entry::File(id)) = self.model.names.remove(path) {
             if !self.model.names.values().any(|e| *e == Entry::File(id)) {
                 self.model.data.remove(&id);
+                self.model.xattrs.remove(&id);
             }
         }
     }
@@ -340,12 +387,21 @@ pub fn run(fs: Fs, fault: Arc<FaultDev>, rounds: u32) -> Recording {
         r.create(&format!("{d1}/big"));
         r.write(&format!("{d1}/big"), 0, (3 * MIB) as usize, s + 4, true);
         r.close(&format!("{d1}/big"));
+        // Attributes: on a file open for write, on closed ones (replaced,
+        // removed), on one renamed over and one deleted with its blocks.
+        r.setxattr(&format!("{d1}/a"), "user.open", 100, s + 20);
+        r.setxattr(&format!("{d1}/b"), "user.one", 3000, s + 21);
+        r.setxattr(&format!("{d1}/b"), "user.two", 10, s + 22);
+        r.setxattr(&format!("{d1}/b"), "user.one", 40, s + 23);
+        r.removexattr(&format!("{d1}/b"), "user.two");
+        r.setxattr(&format!("{d1}/big"), "user.big", 5000, s + 24);
         // Rename across directories.
         r.rename(&format!("{d1}/b"), &format!("{d2}/b2"));
         // Rename replacing an existing file.
         r.create(&format!("{d2}/t"));
         r.write(&format!("{d2}/t"), 0, 2000, s + 5, true);
         r.close(&format!("{d2}/t"));
+        r.setxattr(&format!("{d2}/t"), "user.replaced", 200, s + 25);
         r.rename(&format!("{d2}/b2"), &format!("{d2}/t"));
         // Hard link, then drop one name.
         r.link(&format!("{d2}/t"), &format!("{d1}/tl"));
@@ -374,6 +430,35 @@ pub fn run(fs: Fs, fault: Arc<FaultDev>, rounds: u32) -> Recording {
         // The unsynced file finally synced.
         r.write(&format!("{d2}/c"), 1000, 5000, s + 9, false);
         r.fsync(&format!("{d2}/c"));
+        // Unlinked while open (on the orphan table until its last close),
+        // written through the handle after the unlink, then closed.
+        r.create(&format!("{d1}/uo"));
+        r.write(&format!("{d1}/uo"), 0, 300 << 10, s + 30, true);
+        r.setxattr(&format!("{d1}/uo"), "user.x", 100, s + 31);
+        let uo = r.fh(&format!("{d1}/uo"));
+        r.unlink(&format!("{d1}/uo"));
+        r.step("write unlinked", |r| {
+            r.fs.write(uo, 4096, &pattern(s + 32, 5000)).expect("write");
+        });
+        r.step("close unlinked", |r| r.fs.close(uo).expect("close"));
+        // A file of more than one free batch: truncated (the orphan table
+        // covers the free), then deleted (likewise).
+        if round == 0 {
+            r.create(&format!("{d2}/huge"));
+            r.write(&format!("{d2}/huge"), 0, 3000, s + 40, false);
+            r.preallocate(&format!("{d2}/huge"), 66 * MIB);
+            r.close(&format!("{d2}/huge"));
+            r.truncate(&format!("{d2}/huge"), MIB + 10);
+            r.preallocate(&format!("{d2}/huge"), 66 * MIB);
+            r.close(&format!("{d2}/huge"));
+            r.unlink(&format!("{d2}/huge"));
+        }
+        // One left unlinked and open at the crash.
+        r.create(&format!("{d2}/left"));
+        r.write(&format!("{d2}/left"), 0, 20000, s + 50, true);
+        let left = r.fh(&format!("{d2}/left"));
+        r.unlink(&format!("{d2}/left"));
+        let _ = left;
     }
     Recording {
         log: r.log,
