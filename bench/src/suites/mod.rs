@@ -1,5 +1,6 @@
 //! The benchmark suites. Each issue adds its suite here.
 
+pub mod disk;
 pub mod locks;
 pub mod raw;
 
@@ -24,5 +25,10 @@ pub fn all() -> Vec<Suite> {
         name: "locks",
         about: "lock acquire+release rate vs raw CAS, heartbeat I/O per beat with 10,000 locks held, takeover time",
         run: locks::run,
+    },
+    Suite {
+        name: "disk",
+        about: "VirtualDisk 4k random IOPS vs fio on a raw file, thin first-write cost, clone time vs data written",
+        run: disk::run,
     }]
 }
