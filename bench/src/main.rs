@@ -3,6 +3,7 @@
 //! ratios as a markdown table; JSON lands under `target/bench/`.
 
 mod fio;
+mod ganesha;
 mod harness;
 mod stats;
 mod suites;

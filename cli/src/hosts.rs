@@ -35,10 +35,15 @@ fn state_name(s: SlotState) -> &'static str {
     }
 }
 
-pub fn run(a: &HostsArgs) -> Result<(), String> {
-    let dev = open_device(&a.device, None, true)?;
-    let vol = Volume::open(dev).map_err(|e| e.to_string())?;
-    let first = read_region(&vol).map_err(|e| e.to_string())?;
+/// Two reads of the heartbeat region `wait` apart (default: twice the
+/// longest advertised heartbeat interval, at most 10 s): one row per slot in
+/// use (every slot with `all`), with a verdict, and how long it watched.
+pub fn sample(
+    vol: &Volume,
+    wait: Option<f64>,
+    all: bool,
+) -> Result<(Vec<serde_json::Value>, Duration), String> {
+    let first = read_region(vol).map_err(|e| e.to_string())?;
     let t0 = Instant::now();
     let max_interval = first
         .iter()
@@ -46,14 +51,14 @@ pub fn run(a: &HostsArgs) -> Result<(), String> {
         .filter(|s| s.state == SlotState::Live)
         .map(|s| s.interval_ms)
         .max();
-    let wait = match (a.wait, max_interval) {
+    let wait = match (wait, max_interval) {
         (Some(w), _) if w.is_finite() && w >= 0.0 => Duration::from_secs_f64(w.min(600.0)),
         (Some(w), _) => return Err(format!("--wait {w}: give a number of seconds")),
         (None, Some(ms)) => Duration::from_millis(u64::from(ms) * 2).min(Duration::from_secs(10)),
         (None, None) => Duration::ZERO,
     };
     std::thread::sleep(wait);
-    let second = read_region(&vol).map_err(|e| e.to_string())?;
+    let second = read_region(vol).map_err(|e| e.to_string())?;
     let watched = t0.elapsed();
     let mut rows = Vec::new();
     for (i, (x, y)) in first.iter().zip(&second).enumerate() {
@@ -66,7 +71,7 @@ pub fn run(a: &HostsArgs) -> Result<(), String> {
                 continue;
             }
         };
-        if y.state == SlotState::Free && !a.all {
+        if y.state == SlotState::Free && !all {
             continue;
         }
         let verdict = match y.state {
@@ -93,7 +98,15 @@ pub fn run(a: &HostsArgs) -> Result<(), String> {
             "recoverer_slot": y.recoverer.map(|r| r.slot),
         }));
     }
-    let swap = swap_view(&vol, &second);
+    Ok((rows, watched))
+}
+
+pub fn run(a: &HostsArgs) -> Result<(), String> {
+    let dev = open_device(&a.device, None, true)?;
+    let vol = Volume::open(dev).map_err(|e| e.to_string())?;
+    let (rows, watched) = sample(&vol, a.wait, a.all)?;
+    let slots = read_region(&vol).map_err(|e| e.to_string())?;
+    let swap = swap_view(&vol, &slots);
     if a.json {
         let j = serde_json::json!({"volume": vol.header.label, "watched_ms": watched.as_millis() as u64, "slots": rows,
             "swap_files": swap.files, "swap_reclaimed": swap.reclaims});
@@ -103,6 +116,13 @@ pub fn run(a: &HostsArgs) -> Result<(), String> {
         );
         return Ok(());
     }
+    print_table(&vol, &rows, watched);
+    print_swap(&swap);
+    Ok(())
+}
+
+/// The human-readable table of [`sample`]'s rows.
+pub fn print_table(vol: &Volume, rows: &[serde_json::Value], watched: Duration) {
     println!(
         "volume '{}': {} slots, watched for {:.1?}",
         vol.header.label, vol.header.max_hosts, watched
@@ -111,22 +131,22 @@ pub fn run(a: &HostsArgs) -> Result<(), String> {
         "{:>5} {:<11} {:<20} {:>8} {:>10}  {:<36}  verdict",
         "slot", "state", "host", "hb_gen", "counter", "uuid"
     );
-    for r in &rows {
+    for r in rows {
         if r["state"] == "damaged" {
             println!(
                 "{:>5} DAMAGED: {}",
-                r["slot"],
+                r["slot"].to_string(),
                 r["error"].as_str().unwrap_or("")
             );
             continue;
         }
         println!(
             "{:>5} {:<11} {:<20} {:>8} {:>10}  {:<36}  {}",
-            r["slot"],
+            r["slot"].to_string(),
             r["state"].as_str().unwrap_or(""),
             r["host_name"].as_str().unwrap_or(""),
-            r["hb_gen"],
-            r["counter"],
+            r["hb_gen"].to_string(),
+            r["counter"].to_string(),
             r["host_uuid"].as_str().unwrap_or(""),
             r["verdict"].as_str().unwrap_or("")
         );
@@ -134,8 +154,6 @@ pub fn run(a: &HostsArgs) -> Result<(), String> {
     if rows.is_empty() {
         println!("  (no host has joined this volume)");
     }
-    print_swap(&swap);
-    Ok(())
 }
 
 /// What the swap registry (`/.vmfs-swap`) says, read straight from the

@@ -70,38 +70,7 @@ pub fn run(a: &LocksArgs) -> Result<(), String> {
         rows.push(r);
         return print(&vol, rows, a.json);
     }
-    for kind in ResourceKind::ALL {
-        let reg = *vol.header.region(kind);
-        for c in 0..reg.clusters {
-            let la = vol.cluster_lock_addr(kind, c);
-            let mut unit = vec![0u8; META_BLOCK as usize];
-            dev.read_at(&mut unit, la).map_err(|e| e.to_string())?;
-            let rec = LockRecord::decode(&unit[..SECTOR], la).map_err(|e| e.to_string());
-            rows.extend(row(format!("{} cluster {c}", kind.name()), la, rec));
-            if kind != ResourceKind::Inode {
-                continue;
-            }
-            // Inode locks: only allocated inodes have meaningful records.
-            let Ok(ch) = ClusterHeader::decode(&unit[SECTOR..], la + SECTOR as u64) else {
-                continue;
-            };
-            for i in 0..ch.resource_count {
-                let ino = ch.first_resource + u64::from(i);
-                // Inode 0 is reserved (its bit is set, it has no record).
-                if !ch.is_set(i) || ino == 0 {
-                    continue;
-                }
-                let ia = vol.inode_addr(ino);
-                let mut b = [0u8; SECTOR];
-                dev.read_at(&mut b, ia).map_err(|e| e.to_string())?;
-                rows.extend(row(
-                    format!("inode {ino}"),
-                    ia,
-                    LockRecord::decode(&b, ia).map_err(|e| e.to_string()),
-                ));
-            }
-        }
-    }
+    rows.extend(collect_all(&vol)?);
     print(&vol, rows, a.json)
 }
 
@@ -147,9 +116,9 @@ fn print(vol: &Volume, rows: Vec<serde_json::Value>, json: bool) -> Result<(), S
         println!(
             "{:<28} {:>14} {:<13} {:>8}  {}{}{}",
             r["lock"].as_str().unwrap_or(""),
-            r["offset"],
+            r["offset"].to_string(),
             r["mode"].as_str().unwrap_or(""),
-            r["lock_gen"],
+            r["lock_gen"].to_string(),
             holders.join(" "),
             xfer,
             r["error"]
@@ -159,4 +128,42 @@ fn print(vol: &Volume, rows: Vec<serde_json::Value>, json: bool) -> Result<(), S
         );
     }
     Ok(())
+}
+
+/// Every lock record on the volume that is not FREE, one row each.
+pub fn collect_all(vol: &Volume) -> Result<Vec<serde_json::Value>, String> {
+    let mut rows = Vec::new();
+    for kind in ResourceKind::ALL {
+        let reg = *vol.header.region(kind);
+        for c in 0..reg.clusters {
+            let la = vol.cluster_lock_addr(kind, c);
+            let mut unit = vec![0u8; META_BLOCK as usize];
+            vol.dev.read_at(&mut unit, la).map_err(|e| e.to_string())?;
+            let rec = LockRecord::decode(&unit[..SECTOR], la).map_err(|e| e.to_string());
+            rows.extend(row(format!("{} cluster {c}", kind.name()), la, rec));
+            if kind != ResourceKind::Inode {
+                continue;
+            }
+            // Inode locks: only allocated inodes have meaningful records.
+            let Ok(ch) = ClusterHeader::decode(&unit[SECTOR..], la + SECTOR as u64) else {
+                continue;
+            };
+            for i in 0..ch.resource_count {
+                let ino = ch.first_resource + u64::from(i);
+                // Inode 0 is reserved (its bit is set, it has no record).
+                if !ch.is_set(i) || ino == 0 {
+                    continue;
+                }
+                let ia = vol.inode_addr(ino);
+                let mut b = [0u8; SECTOR];
+                vol.dev.read_at(&mut b, ia).map_err(|e| e.to_string())?;
+                let rec = LockRecord::decode(&b, ia).map_err(|e| e.to_string());
+                rows.extend(row(format!("inode {ino}"), ia, rec).map(|mut v| {
+                    v["ino"] = ino.into();
+                    v
+                }));
+            }
+        }
+    }
+    Ok(rows)
 }

@@ -10,6 +10,7 @@ mod mount;
 mod process;
 mod progress;
 mod session;
+mod status;
 mod swap;
 mod units;
 mod up;
@@ -41,6 +42,8 @@ enum Command {
     Locks(locks::LocksArgs),
     /// Join the volume as a host and mount its filesystem with FUSE, until Ctrl-C.
     Mount(mount::MountArgs),
+    /// Hosts and liveness, locks and open disks, capacity and thin savings, running services.
+    Status(status::StatusArgs),
     /// Virtual disks (VMDK) in the volume: create, info, extend, inflate,
     /// clone, delete, snapshots.
     #[command(subcommand)]
@@ -66,6 +69,7 @@ fn main() {
         Command::Hosts(a) => hosts::run(a),
         Command::Locks(a) => locks::run(a),
         Command::Mount(a) => mount::run(a),
+        Command::Status(a) => status::run(a),
         Command::Disk(c) => disk::run(c),
         Command::Swap(c) => swap::run(c),
     };

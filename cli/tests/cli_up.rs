@@ -6,7 +6,15 @@ use std::process::{Command, Stdio};
 
 fn run_once(dir: &std::path::Path) -> String {
     let mut child = Command::new(env!("CARGO_BIN_EXE_vmfs"))
-        .args(["up", "--size", "4G"])
+        .args([
+            "up",
+            "--size",
+            "4G",
+            "--iscsi-listen",
+            "127.0.0.1:0",
+            "--nfs-listen",
+            "127.0.0.1:0",
+        ])
         .current_dir(dir)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -43,7 +51,7 @@ fn up_creates_joins_leaves_and_resumes() {
         "{first}"
     );
     assert!(first.contains("host slot 0 (hb_gen 1)"), "{first}");
-    assert!(first.contains("left cleanly"), "{first}");
+    assert!(first.contains("left the volume cleanly"), "{first}");
     let second = run_once(dir.path());
     assert!(!second.contains("created"), "{second}");
     // Same identity, same slot, next generation after the clean exit.

@@ -4,13 +4,21 @@
 //! listen = "127.0.0.1:2049"   # loopback unless configured
 //! rpcbind = true               # register with a local rpcbind if one runs
 //!
-//! [[export]]
-//! name = "vol1"                # mounted as /vol1
-//! dir = "/srv/vol1"            # LocalDirBackend
+//! [[export]]                   # a vmfs datastore: the gateway joins it as a host
+//! device = "/dev/sdb"          # image file or block device
+//! host_id_file = "/var/lib/nfs-gw/sdb.host-id"  # default: DEVICE.nfs-gw-host-id
+//! idle_close_ms = 3000         # close files unused this long (default 3000)
 //! clients = ["127.0.0.0/8", "10.0.0.0/8"]
 //! root_squash = true
 //! read_only = false
+//!
+//! [[export]]
+//! name = "vol1"                # mounted as /vol1
+//! dir = "/srv/vol1"            # LocalDirBackend
 //! ```
+//!
+//! A vmfs export is named by its volume label (`name`, if given, must match
+//! it); a directory export needs `name`. Exactly one of `device` and `dir`.
 
 use crate::export::{Cidr, ExportOptions};
 use serde::Deserialize;
@@ -52,9 +60,21 @@ pub struct Config {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ExportConfig {
+    /// Export name (mounted as `/NAME`); for a device, its volume label.
+    #[serde(default)]
     pub name: String,
     /// Directory served by the local backend.
-    pub dir: PathBuf,
+    #[serde(default)]
+    pub dir: Option<PathBuf>,
+    /// vmfs device (image file or block device) the gateway joins as a host.
+    #[serde(default)]
+    pub device: Option<String>,
+    /// Where the gateway's host identity for `device` is kept.
+    #[serde(default)]
+    pub host_id_file: Option<PathBuf>,
+    /// Idle time after which a file opened for NFS is closed, in ms.
+    #[serde(default)]
+    pub idle_close_ms: Option<u64>,
     /// Allowed client networks; default loopback only.
     #[serde(default)]
     pub clients: Option<Vec<String>>,
@@ -65,6 +85,17 @@ pub struct ExportConfig {
 }
 
 impl ExportConfig {
+    /// The host-id file of a device export: as configured, or beside the
+    /// device (`DEVICE.nfs-gw-host-id`).
+    pub fn host_id_path(&self) -> Option<PathBuf> {
+        let dev = self.device.as_ref()?;
+        Some(
+            self.host_id_file
+                .clone()
+                .unwrap_or_else(|| PathBuf::from(format!("{dev}.nfs-gw-host-id"))),
+        )
+    }
+
     pub fn options(&self) -> Result<ExportOptions, ConfigError> {
         let mut o = ExportOptions {
             root_squash: self.root_squash,
@@ -96,6 +127,21 @@ impl Config {
         }
         let mut seen = std::collections::HashSet::new();
         for e in &c.exports {
+            let bad = |what: &str| ConfigError::Export {
+                name: e.name.clone(),
+                what: what.into(),
+            };
+            e.options()?;
+            match (&e.dir, &e.device) {
+                (Some(_), Some(_)) => return Err(bad("give either dir or device, not both")),
+                (None, None) => return Err(bad("give dir or device")),
+                (Some(_), None) if e.host_id_file.is_some() || e.idle_close_ms.is_some() => {
+                    return Err(bad("host_id_file and idle_close_ms are for device exports"))
+                }
+                // The name of a device export is its label, checked at join.
+                (None, Some(_)) if e.name.is_empty() => continue,
+                _ => {}
+            }
             let p = crate::export::export_path(&e.name);
             if p == "/" || p.contains("//") {
                 return Err(ConfigError::Export {
@@ -109,7 +155,6 @@ impl Config {
                     what: "duplicate export name".into(),
                 });
             }
-            e.options()?;
         }
         Ok(c)
     }
@@ -159,5 +204,19 @@ read_only = true
             "t"
         )
         .is_err());
+        // Device exports: named by their label, exactly one source.
+        let c = Config::parse(
+            "[[export]]\ndevice='/img'\nidle_close_ms=500\n[[export]]\nname='d'\ndir='/d'",
+            "t",
+        )
+        .unwrap();
+        assert_eq!(
+            c.exports[0].host_id_path().unwrap(),
+            PathBuf::from("/img.nfs-gw-host-id")
+        );
+        assert!(c.exports[1].host_id_path().is_none());
+        assert!(Config::parse("[[export]]\nname='a'\ndir='/x'\ndevice='/y'", "t").is_err());
+        assert!(Config::parse("[[export]]\nname='a'", "t").is_err());
+        assert!(Config::parse("[[export]]\nname='a'\ndir='/x'\nidle_close_ms=1", "t").is_err());
     }
 }

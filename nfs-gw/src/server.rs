@@ -194,6 +194,18 @@ impl Server {
         &self.state
     }
 
+    /// Serves until `shutdown` completes (then stops accepting; the caller
+    /// drops the runtime to end open connections) or the listener fails.
+    pub async fn run_until(
+        self,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) -> std::io::Result<()> {
+        tokio::select! {
+            r = self.run() => r,
+            () = shutdown => Ok(()),
+        }
+    }
+
     /// Serves until the listener fails.
     pub async fn run(self) -> std::io::Result<()> {
         let conns = Arc::new(Semaphore::new(MAX_CONNECTIONS));

@@ -2,6 +2,7 @@
 
 pub mod disk;
 pub mod locks;
+pub mod nfs;
 pub mod raw;
 
 use crate::harness::Row;
@@ -30,5 +31,10 @@ pub fn all() -> Vec<Suite> {
         name: "disk",
         about: "VirtualDisk 4k random IOPS vs fio on a raw file, thin first-write cost, clone time vs data written",
         run: disk::run,
+    },
+    Suite {
+        name: "nfs",
+        about: "nfs-cp 1 GiB write and read through nfs-gw (vmfs image) vs nfs-ganesha VFS (plain directory), same disk",
+        run: nfs::run,
     }]
 }
