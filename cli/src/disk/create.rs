@@ -42,6 +42,12 @@ pub fn create(s: &Session, path: &str, size: u64, kind: Provisioning) -> Result<
 }
 
 pub fn run(a: &CreateArgs) -> Result<(), String> {
+    if a.size == 0 || a.size % 512 != 0 {
+        return Err(format!(
+            "{}: {}: size {} is not a positive multiple of 512 bytes",
+            a.disk.device, a.disk.path, a.size
+        ));
+    }
     let s = Session::join(&a.disk.device, &a.disk.host)?;
     s.run(|s| {
         create(s, &a.disk.path, a.size, a.kind)?;
