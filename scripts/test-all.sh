@@ -5,7 +5,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # External clients and anchors the tests drive (real parts nobody here wrote).
-PKGS=(libiscsi-bin libnfs-utils fuse3 fio iproute2 qemu-utils)
+# qemu-system-x86, linux-image-cloud-amd64, busybox-static: the vhost-blk qemu_guest test.
+# nfs-ganesha(-vfs) and rpcbind: the `nfs` bench suite's anchor (installed here so the
+# quick bench pass does not spend its time in apt).
+PKGS=(libiscsi-bin libnfs-utils fuse3 fio iproute2 qemu-utils
+      qemu-system-x86 linux-image-cloud-amd64 busybox-static
+      nfs-ganesha nfs-ganesha-vfs rpcbind)
 if [ "$(id -u)" = 0 ]; then
     missing=()
     for p in "${PKGS[@]}"; do
@@ -15,6 +20,19 @@ if [ "$(id -u)" = 0 ]; then
         echo "== installing: ${missing[*]}"
         apt-get update -qq
         DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+    fi
+    # qemu's libiscsi block driver (qemu-io/qemu-img on iscsi:// URLs: the
+    # IscsiDev cross-check in tests/tests/iscsi_tools.rs). Only in the version
+    # of the installed qemu-utils: a mismatched one would make apt remove it.
+    if ! dpkg-query -W -f='${Status}' qemu-block-extra 2>/dev/null | grep -q "install ok installed"; then
+        apt-get update -qq
+        qv=$(dpkg-query -W -f='${Version}' qemu-utils 2>/dev/null || true)
+        bv=$(apt-cache policy qemu-block-extra | awk '/Candidate:/ {print $2}')
+        if [ -n "$qv" ] && [ "$qv" = "$bv" ]; then
+            DEBIAN_FRONTEND=noninteractive apt-get install -y -qq qemu-block-extra >/dev/null
+        else
+            echo "== qemu-block-extra $bv does not match qemu-utils $qv: not installed (the qemu part of iscsi_tools skips)"
+        fi
     fi
 else
     echo "== not root: skipping package install (tests needing ${PKGS[*]} say so and are skipped)"

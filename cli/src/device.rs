@@ -1,30 +1,32 @@
-//! Opening the DEVICE argument every subcommand takes.
+//! Opening the DEVICE argument every subcommand takes: a path to an image
+//! file or block device, or `iscsi://HOST[:PORT]/IQN/LUN` (CHAP credentials
+//! from VMFS_ISCSI_CHAP_USER / VMFS_ISCSI_CHAP_SECRET, mutual CHAP from
+//! VMFS_ISCSI_MUTUAL_USER / VMFS_ISCSI_MUTUAL_SECRET).
 
-use std::sync::Arc;
+use vmfs::dev::{OpenOptions, OpenedDevice, SharedDev};
 
-use vmfs::dev::{FileDev, FileDevOptions, SharedDev};
-
-/// Open a device named on the command line (a path to an image file or a
-/// block device). `create_size` creates a sparse image when the path does
-/// not exist.
+/// Open a device named on the command line. `create_size` creates a
+/// sparse image when a path does not exist.
 pub fn open_device(
     spec: &str,
     create_size: Option<u64>,
     read_only: bool,
 ) -> Result<SharedDev, String> {
-    if spec.contains("://") {
-        return Err(format!(
-            "{spec}: device URLs are not supported by this build yet; give a path to an image file or block device"
-        ));
-    }
-    let dev = FileDev::open(
+    Ok(open_device_full(spec, create_size, read_only)?.dev)
+}
+
+/// Like [`open_device`], keeping the iSCSI handle (fencing, timeouts).
+pub fn open_device_full(
+    spec: &str,
+    create_size: Option<u64>,
+    read_only: bool,
+) -> Result<OpenedDevice, String> {
+    vmfs::dev::open_device(
         spec,
-        FileDevOptions {
+        OpenOptions {
             read_only,
             create_size,
-            no_uring: false,
         },
     )
-    .map_err(|e| e.to_string())?;
-    Ok(Arc::new(dev))
+    .map_err(|e| e.to_string())
 }

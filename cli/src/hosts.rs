@@ -12,7 +12,7 @@ use crate::device::open_device;
 
 #[derive(clap::Args, Debug)]
 pub struct HostsArgs {
-    /// Image file or block device holding the volume.
+    /// Image file, block device, or iscsi://HOST[:PORT]/IQN/LUN holding the volume.
     pub device: String,
     /// Machine-readable output.
     #[arg(long)]

@@ -9,7 +9,7 @@ use crate::units::human;
 
 #[derive(clap::Args, Debug)]
 pub struct InfoArgs {
-    /// Image file or block device holding the volume.
+    /// Image file, block device, or iscsi://HOST[:PORT]/IQN/LUN holding the volume.
     pub device: String,
     /// Machine-readable output.
     #[arg(long)]

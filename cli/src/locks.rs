@@ -11,7 +11,7 @@ use crate::device::open_device;
 
 #[derive(clap::Args, Debug)]
 pub struct LocksArgs {
-    /// Image file or block device holding the volume.
+    /// Image file, block device, or iscsi://HOST[:PORT]/IQN/LUN holding the volume.
     pub device: String,
     /// Show only the lock of this file or directory (path inside the volume).
     pub path: Option<String>,

@@ -9,6 +9,7 @@ mod mkfs;
 mod mount;
 mod process;
 mod progress;
+mod serve_disk;
 mod session;
 mod status;
 mod swap;
@@ -42,6 +43,8 @@ enum Command {
     Locks(locks::LocksArgs),
     /// Join the volume as a host and mount its filesystem with FUSE, until Ctrl-C.
     Mount(mount::MountArgs),
+    /// Serve a disk to a VMM over vhost-user-blk (QEMU, cloud-hypervisor, crosvm, firecracker).
+    ServeDisk(serve_disk::ServeDiskArgs),
     /// Hosts and liveness, locks and open disks, capacity and thin savings, running services.
     Status(status::StatusArgs),
     /// Virtual disks (VMDK) in the volume: create, info, extend, inflate,
@@ -70,6 +73,7 @@ fn main() {
         Command::Locks(a) => locks::run(a),
         Command::Mount(a) => mount::run(a),
         Command::Status(a) => status::run(a),
+        Command::ServeDisk(a) => serve_disk::run(a),
         Command::Disk(c) => disk::run(c),
         Command::Swap(c) => swap::run(c),
     };

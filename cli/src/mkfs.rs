@@ -11,7 +11,7 @@ use crate::units::{human, parse_size};
 
 #[derive(clap::Args, Debug)]
 pub struct MkfsArgs {
-    /// Image file or block device to format.
+    /// Image file, block device, or iscsi://HOST[:PORT]/IQN/LUN to format.
     pub device: String,
     /// Volume label (also the NFS export name).
     #[arg(long)]
@@ -37,7 +37,19 @@ pub struct MkfsArgs {
 }
 
 pub fn run(a: &MkfsArgs) -> Result<(), String> {
-    let exists = Path::new(&a.device).exists();
+    // A device URL names something that exists (or fails to open with its
+    // own error); only paths may be created.
+    let is_url = matches!(
+        vmfs::dev::DeviceUrl::parse(&a.device),
+        Ok(vmfs::dev::DeviceUrl::Iscsi(_))
+    );
+    if is_url && a.size.is_some() {
+        return Err(format!(
+            "{}: --size only applies when creating an image file",
+            a.device
+        ));
+    }
+    let exists = is_url || Path::new(&a.device).exists();
     if exists {
         if let Some(size) = a.size {
             let have = std::fs::metadata(&a.device).map(|m| m.len()).unwrap_or(0);

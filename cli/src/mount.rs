@@ -14,12 +14,12 @@ use vmfs::fs::Fs;
 use vmfs::fuse::{FuseOptions, Unmounted};
 use vmfs::volume::Volume;
 
-use crate::device::open_device;
+use crate::device::open_device_full;
 use crate::process::{block_signals, machine_name, wait_signal};
 
 #[derive(clap::Args, Debug)]
 pub struct MountArgs {
-    /// Image file or block device holding the volume.
+    /// Image file, block device, or iscsi://HOST[:PORT]/IQN/LUN holding the volume.
     pub device: String,
     /// Directory to mount the filesystem on.
     pub mountpoint: PathBuf,
@@ -85,10 +85,18 @@ pub fn run(a: &MountArgs) -> Result<(), String> {
     if !a.mountpoint.is_dir() {
         return Err(format!("{}: not a directory", a.mountpoint.display()));
     }
-    let dev = open_device(&a.device, None, false)?;
-    let vol = Volume::open(dev).map_err(|e| format!("{}: {e}", a.device))?;
+    let opened = open_device_full(&a.device, None, false)?;
+    let vol = Volume::open(opened.dev.clone()).map_err(|e| format!("{}: {e}", a.device))?;
     let mut cfg = HostConfig::new(&a.host_name.clone().unwrap_or_else(machine_name));
     cfg.timeouts = timeouts(a, &vol);
+    // Network commands give up after the lock protocol's T; dead hosts are
+    // fenced by persistent reservation on LUNs that have them.
+    opened.set_io_timeout(
+        cfg.timeouts
+            .unwrap_or_else(|| Timeouts::from_minimums(&vol.header.timeouts))
+            .io_timeout,
+    );
+    cfg.fencer = opened.fencer();
     let label = vol.header.label.clone();
     let host = Host::join(vol, cfg).map_err(|e| format!("joining '{label}': {e}"))?;
     let (stop_tx, stop_rx) = mpsc::channel::<Stop>();

@@ -37,10 +37,18 @@ pub enum Code {
     Dir005,
     Dir006,
     Dir007,
+    Vmdk001,
+    Vmdk002,
+    Vmdk003,
+    Vmdk004,
+    Vmdk005,
+    Vmdk006,
+    Vmdk007,
+    Vswp001,
 }
 
 impl Code {
-    pub const ALL: [Code; 30] = [
+    pub const ALL: [Code; 38] = [
         Code::Hdr001,
         Code::Hdr002,
         Code::Slot001,
@@ -71,6 +79,14 @@ impl Code {
         Code::Dir005,
         Code::Dir006,
         Code::Dir007,
+        Code::Vmdk001,
+        Code::Vmdk002,
+        Code::Vmdk003,
+        Code::Vmdk004,
+        Code::Vmdk005,
+        Code::Vmdk006,
+        Code::Vmdk007,
+        Code::Vswp001,
     ];
 
     /// The stable text of the code ("HDR001").
@@ -107,6 +123,14 @@ impl Code {
             Dir005 => "DIR005",
             Dir006 => "DIR006",
             Dir007 => "DIR007",
+            Vmdk001 => "VMDK001",
+            Vmdk002 => "VMDK002",
+            Vmdk003 => "VMDK003",
+            Vmdk004 => "VMDK004",
+            Vmdk005 => "VMDK005",
+            Vmdk006 => "VMDK006",
+            Vmdk007 => "VMDK007",
+            Vswp001 => "VSWP001",
         }
     }
 
@@ -117,7 +141,7 @@ impl Code {
             .find(|c| c.as_str().eq_ignore_ascii_case(s))
     }
 
-    /// The phase that finds it (1 header … 6 directories).
+    /// The phase that finds it (1 header … 6 directories, 7 VMDK disks).
     pub fn phase(self) -> u8 {
         use Code::*;
         match self {
@@ -127,6 +151,7 @@ impl Code {
             Bmap001 | Bmap002 | Bmap003 | Bmap004 | Bmap005 => 4,
             Inode001 | Inode002 | Inode003 | Inode004 | Inode005 | Inode006 => 5,
             Dir001 | Dir002 | Dir003 | Dir004 | Dir005 | Dir006 | Dir007 => 6,
+            Vmdk001 | Vmdk002 | Vmdk003 | Vmdk004 | Vmdk005 | Vmdk006 | Vmdk007 | Vswp001 => 7,
         }
     }
 
@@ -164,6 +189,14 @@ impl Code {
             Dir005 => "directory has more than one name (hard link to a directory, or a loop)",
             Dir006 => "allocated inode that no directory names (orphan)",
             Dir007 => "directory entry's type differs from its inode's type",
+            Vmdk001 => "VMDK descriptor does not parse (the line the parser names is reported)",
+            Vmdk002 => "extent file named by a VMDK descriptor does not exist",
+            Vmdk003 => "flat extent file shorter than its descriptor's extent line",
+            Vmdk004 => "COWD delta header or grain directory damaged, or its size differs from the descriptor",
+            Vmdk005 => "COWD grain-table entry outside the file's data area, on a grain table, past the disk, or shared",
+            Vmdk006 => "snapshot's parent (parentFileNameHint) does not exist, or the chain loops",
+            Vmdk007 => "snapshot's parentCID differs from its parent's CID",
+            Vswp001 => "stale .vswp swap file: its lock is not held by a live host",
         }
     }
 
@@ -201,7 +234,21 @@ impl Code {
             Dir005 => "removes the extra name",
             Dir006 => "links it into /lost+found as #INODE (creating /lost+found)",
             Dir007 => "sets the entry's type from the inode",
+            Vmdk001 => "nothing (report only): restore the descriptor from a backup, or fix the named line by hand",
+            Vmdk002 => "nothing (report only): restore the extent file, or delete the disk if it is no longer wanted",
+            Vmdk003 => "extends the file to the descriptor's size (the missing part reads as zeros, thin)",
+            Vmdk004 => "nothing (report only): the delta's data cannot be placed; restore it or revert the snapshot",
+            Vmdk005 => "clears the entry (that grain reads from the parent disk again)",
+            Vmdk006 => "nothing (report only): restore the parent disk, or correct parentFileNameHint",
+            Vmdk007 => "nothing (report only): if the parent is known unchanged since the snapshot (an interrupted consolidate), set parentCID to the parent's CID by hand; otherwise restore the parent",
+            Vswp001 => "deletes the file (not while another host is live)",
         }
+    }
+
+    /// Whether `--repair` can fix it (report-only codes leave exit 4).
+    pub fn repairable(self) -> bool {
+        use Code::*;
+        !matches!(self, Vmdk001 | Vmdk002 | Vmdk004 | Vmdk006 | Vmdk007)
     }
 }
 

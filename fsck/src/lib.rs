@@ -13,22 +13,29 @@ pub mod alloc;
 pub mod codes;
 pub mod dirs;
 pub mod disk;
+pub mod fs_store;
 mod header;
 mod heartbeat;
 mod journals;
 mod locks;
+pub mod readahead;
 pub mod report;
 mod tree;
 mod tree_fix;
+pub mod vmdk;
 pub mod wreck;
+mod wreck_vmdk;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 pub use codes::Code;
 pub use disk::Disk;
 pub use report::{Outcome, Problem, Progress};
 
+use readahead::ReadAhead;
 use vmfs::dev::SharedDev;
+use vmfs::format::inode::INODE_SIZE;
 use vmfs::volume::Volume;
 
 /// Why fsck could not do its job (exit 8).
@@ -82,8 +89,9 @@ pub(crate) struct Run<'a> {
 /// Check (and with `opts.repair`, repair) the volume on `dev`.
 pub fn fsck(dev: SharedDev, opts: &Options, progress: &dyn Progress) -> Outcome {
     let mut out = Outcome::default();
-    let disk = Disk::new(dev, opts.repair);
-    if let Err(e) = pass(&disk, opts, &mut out, progress) {
+    let ra = Arc::new(ReadAhead::new(dev));
+    let disk = Disk::new(ra.clone(), opts.repair);
+    if let Err(e) = pass(&disk, &ra, opts, &mut out, progress) {
         out.error = Some(e.to_string());
         return out.finish();
     }
@@ -96,7 +104,7 @@ pub fn fsck(dev: SharedDev, opts: &Options, progress: &dyn Progress) -> Outcome 
         };
         let ro = Disk::new(disk.dev.clone(), false);
         let mut after = Outcome::default();
-        match pass(&ro, &check, &mut after, progress) {
+        match pass(&ro, &ra, &check, &mut after, progress) {
             Ok(()) => out.remaining = after.problems,
             Err(e) => out.error = Some(format!("verifying the repair: {e}")),
         }
@@ -107,12 +115,19 @@ pub fn fsck(dev: SharedDev, opts: &Options, progress: &dyn Progress) -> Outcome 
 
 fn pass(
     disk: &Disk,
+    ra: &ReadAhead,
     opts: &Options,
     out: &mut Outcome,
     progress: &dyn Progress,
 ) -> Result<(), FsckError> {
     progress.phase(1, "volume header");
     let vol = header::check(disk, out)?;
+    let table = vol.inode_addr(0);
+    let inodes = vol.header.region(vmfs::format::ResourceKind::Inode).count;
+    ra.cache(
+        table,
+        table.saturating_add(inodes.saturating_mul(INODE_SIZE)),
+    );
     let mut run = Run {
         disk,
         vol,
@@ -131,7 +146,10 @@ fn pass(
     locks::check(&mut run)?;
     disk.flush()?;
     progress.phase(4, "clusters, inodes and directories");
-    tree::check(&mut run)?;
+    let model = tree::check(&mut run)?;
+    disk.flush()?;
+    progress.phase(7, "VMDK disks and swap files");
+    vmdk::check(&mut run, &model)?;
     disk.flush()?;
     progress.done();
     Ok(())

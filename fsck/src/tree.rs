@@ -4,7 +4,7 @@
 //! bitmaps), flush, walk again — until a walk is clean or the pass limit.
 
 use vmfs::format::ResourceKind;
-use vmfs::fs::check::{walk, Finding};
+use vmfs::fs::check::{walk, Finding, Model};
 
 use crate::tree_fix::Fixer;
 use crate::{alloc, Code, FsckError, Run};
@@ -50,11 +50,13 @@ fn classify(run: &Run, f: &Finding) -> Result<Option<Code>, FsckError> {
     }))
 }
 
-pub fn check(run: &mut Run) -> Result<(), FsckError> {
+/// Returns the model of the last walk (after a repair: of the repaired tree).
+pub fn check(run: &mut Run) -> Result<Model, FsckError> {
     // Problems reported but not repaired in a pass (orphans wait for the
     // directories to settle): gone from the next walk means resolved by
     // the repairs of that pass.
     let mut waiting: Vec<(Code, String)> = Vec::new();
+    let mut last = Model::default();
     for pass in 0..MAX_PASSES {
         let (report, model) = walk(&run.vol)?;
         if pass == 0 {
@@ -75,13 +77,13 @@ pub fn check(run: &mut Run) -> Result<(), FsckError> {
             }
         }
         if found.is_empty() {
-            return Ok(());
+            return Ok(model);
         }
         if !run.disk.repair {
             for (code, f) in found {
                 run.out.report(code, f.to_string(), false);
             }
-            return Ok(());
+            return Ok(model);
         }
         run.progress.step(pass as u64 + 1, MAX_PASSES as u64);
         let mut fixer = Fixer::new(run.disk, &run.vol, &model);
@@ -93,6 +95,7 @@ pub fn check(run: &mut Run) -> Result<(), FsckError> {
             run.out.report(code, f.to_string(), ok);
         }
         run.disk.flush()?;
+        last = model;
     }
-    Ok(())
+    Ok(last)
 }

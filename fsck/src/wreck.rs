@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 
-use vmfs::cluster::{Host, HostConfig};
+use vmfs::cluster::Host;
 use vmfs::format::block::{get_u64, put_u64, seal};
 use vmfs::format::{
     BlockAddr, HeartbeatSlot, Holder, Inode, LockMode, LockRecord, ResourceKind, SlotState, SECTOR,
@@ -153,6 +153,10 @@ pub fn wreck(disk: &Disk, code: Code) -> Result<Vec<String>, FsckError> {
     if code == Code::Jrnl001 || code == Code::Jrnl002 {
         return crash_host(disk, vol, code);
     }
+    if code.phase() == 7 {
+        drop(vol);
+        return crate::wreck_vmdk::wreck(disk, code);
+    }
     let (_, model) = walk(&vol)?;
     let mut names = BTreeMap::new();
     for (d, es) in &model.entries {
@@ -184,6 +188,14 @@ pub fn wreck(disk: &Disk, code: Code) -> Result<Vec<String>, FsckError> {
             t.dead_live(1, u)?;
         }
         Code::Jrnl001 | Code::Jrnl002 => unreachable!("handled above"),
+        Code::Vmdk001
+        | Code::Vmdk002
+        | Code::Vmdk003
+        | Code::Vmdk004
+        | Code::Vmdk005
+        | Code::Vmdk006
+        | Code::Vmdk007
+        | Code::Vswp001 => unreachable!("handled above"),
         Code::Lock001 => t.flip(t.vol.cluster_lock_addr(ResourceKind::Inode, 0) + 60)?,
         Code::Lock002 | Code::Lock003 => {
             let addr = t.vol.cluster_lock_addr(ResourceKind::FileBlock, 0);
@@ -372,7 +384,7 @@ pub fn wreck(disk: &Disk, code: Code) -> Result<Vec<String>, FsckError> {
 /// same, then its first record made to point outside the device (with
 /// valid checksums).
 fn crash_host(disk: &Disk, vol: Volume, code: Code) -> Result<Vec<String>, FsckError> {
-    let host = Host::join(vol.clone(), HostConfig::new("wreck"))?;
+    let host = Host::join(vol.clone(), crate::wreck_vmdk::host_config(&vol))?;
     host.start();
     let slot = host.slot();
     let fs = Fs::mount(host.clone())?;

@@ -231,4 +231,30 @@ impl Server {
         }
         Ok(())
     }
+
+    /// Serve on a runtime of its own in a background thread (tests, benches,
+    /// embedding); returns the first bound portal address once listening.
+    pub fn spawn_background(self: Arc<Server>) -> std::io::Result<SocketAddr> {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()?;
+        let me = self.clone();
+        std::thread::Builder::new()
+            .name("iscsi-target".into())
+            .spawn(move || {
+                if let Err(e) = rt.block_on(me.run()) {
+                    tracing::error!(error = %e, "iSCSI target stopped");
+                }
+            })?;
+        for _ in 0..500 {
+            if let Some(a) = self.bound.lock().unwrap_or_else(|p| p.into_inner()).first() {
+                return Ok(*a);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        Err(std::io::Error::other(
+            "the target did not start listening within 5 s",
+        ))
+    }
 }

@@ -260,3 +260,100 @@ fn reads_while_another_host_changes_the_directory() {
     other.leave();
     gw.stop();
 }
+
+/// Procedure semantics on vmfs: exclusive create and its retransmission,
+/// symlinks, hard links, rename over a file, truncate, READ of what is not
+/// a regular file, MKNOD, over-long names.
+#[test]
+fn procedure_semantics_on_vmfs() {
+    const EXIST: u32 = 17;
+    const ISDIR: u32 = 21;
+    const INVAL: u32 = 22;
+    const NAMETOOLONG: u32 = 63;
+    let tmp = common::vmfs::memory_tempdir();
+    let img = make_image(tmp.path(), 256 << 20, "sem");
+    let gw = VmfsGateway::start(&img, "sem", &[]);
+    let mut c = Client::connect(gw.addr());
+    let r = root(&mut c, "sem");
+    // EXCLUSIVE create: a retransmission (same verifier) finds its file.
+    let x1 = c.create(&r, b"excl", 2).unwrap();
+    assert_eq!(c.create(&r, b"excl", 2).unwrap(), x1);
+    assert_eq!(c.create(&r, b"excl", 1), Err(EXIST));
+    // UNCHECKED create of an existing file opens it.
+    assert_eq!(c.create(&r, b"excl", 0).unwrap(), x1);
+    // Symlinks.
+    let l = c.symlink(&r, b"link", b"target/path").unwrap();
+    assert_eq!(c.readlink(&l).unwrap(), b"target/path");
+    assert_eq!(c.read(&l, 0, 10), Err(INVAL));
+    assert_eq!(c.read(&r, 0, 10), Err(ISDIR));
+    // Hard links share the inode; the file lives until the last name goes.
+    let f = c.create(&r, b"f", 1).unwrap();
+    c.write(&f, 0, b"0123456789", FILE_SYNC).unwrap();
+    assert_eq!(c.link(&f, &r, b"f2"), 0);
+    assert_eq!(c.getattr(&f).unwrap().nlink, 2);
+    assert_eq!(c.lookup(&r, b"f2").unwrap(), f);
+    assert_eq!(c.remove(&r, b"f"), 0);
+    assert_eq!(c.read(&f, 0, 100).unwrap().0, b"0123456789");
+    // Truncate, then rename over another file (whose handle goes stale).
+    assert_eq!(c.set_size(&f, 4), 0);
+    assert_eq!(c.read(&f, 0, 100).unwrap(), (b"0123".to_vec(), true));
+    assert_eq!(c.rename(&r, b"f2", &r, b"excl"), 0);
+    assert_eq!(c.getattr(&x1), Err(STALE));
+    assert_eq!(c.lookup(&r, b"excl").unwrap(), f);
+    // Names.
+    assert_eq!(c.create(&r, &[b'n'; 256], 1), Err(NAMETOOLONG));
+    let long = vec![b'n'; 255];
+    c.create(&r, &long, 1).unwrap();
+    // MKNOD (FIFO) is not supported on vmfs.
+    let mut e = Encoder::new();
+    e.opaque(&r);
+    e.string(b"fifo");
+    e.u32(7); // NF3FIFO
+    for _ in 0..6 {
+        e.u32(0); // sattr3: nothing set
+    }
+    let b = c.call(NFS, 3, 11, e.as_slice()).ok();
+    assert_eq!(Decoder::new(&b).u32("status").unwrap(), 10004); // NOTSUPP
+    gw.stop();
+    let report = vmfs::fs::check::check(&common::vmfs::open_volume(&img, true)).unwrap();
+    assert!(report.problems.is_empty(), "{:#?}", report.problems);
+}
+
+/// A gateway SIGKILLed while it holds a file open for write (an NFS client
+/// was writing it): its heartbeat stops, and another host takes the file
+/// over once the gateway is judged dead — with every FILE_SYNC write there.
+#[test]
+fn a_killed_gateways_write_lock_is_taken_over() {
+    let tmp = tempfile::tempdir().unwrap();
+    let img = make_image(tmp.path(), 256 << 20, "kill");
+    let gw = VmfsGateway::start(&img, "kill", &["--idle-close-ms", "600000"]);
+    let mut c = Client::connect(gw.addr());
+    let r = root(&mut c, "kill");
+    let f = c.create(&r, b"disk.vmdk", 1).unwrap();
+    let data: Vec<u8> = (0..3 << 20).map(|i: u32| (i % 251) as u8).collect();
+    for (i, chunk) in data.chunks(1 << 20).enumerate() {
+        c.write(&f, (i as u64) << 20, chunk, FILE_SYNC).unwrap();
+    }
+    let other = OtherHost::join(&img, "survivor");
+    let ino = other.ino("disk.vmdk");
+    let e = other.fs.open(ino, true).unwrap_err();
+    assert_eq!(e.errno(), libc::EBUSY, "{e}");
+    gw.kill();
+    let t = Instant::now();
+    let fh = loop {
+        match other.fs.open(ino, true) {
+            Ok(fh) => break fh,
+            Err(e) if e.errno() == libc::EBUSY && t.elapsed() < Duration::from_secs(20) => {
+                std::thread::sleep(Duration::from_millis(100))
+            }
+            Err(e) => panic!("no takeover after {:?}: {e}", t.elapsed()),
+        }
+    };
+    eprintln!("took the file over {:?} after the SIGKILL", t.elapsed());
+    other.fs.close(fh).unwrap();
+    assert!(
+        other.read_all("disk.vmdk") == data,
+        "synced NFS writes lost"
+    );
+    other.leave();
+}

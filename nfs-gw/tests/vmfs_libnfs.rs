@@ -69,6 +69,24 @@ fn copy_and_verify(size: u64, len: u64) {
     assert_eq!(fnv(&other.read_all("big.bin")), sum);
     assert_eq!(fnv(&other.read_all("odd.bin")), odd);
     assert_eq!(fnv(&other.read_all("empty.bin")), empty);
+    // Blocks preallocated past the end of file while copying in were
+    // freed when the gateway closed the files: only whole blocks remain.
+    let root = other.fs.root();
+    let bs = 1u64 << 20;
+    for (name, size) in [("big.bin", len), ("odd.bin", 1_000_003), ("empty.bin", 0)] {
+        let a = other.fs.lookup(root, name.as_bytes()).unwrap();
+        assert_eq!(a.size, size, "{name}");
+        if size <= 64 * bs {
+            // Direct blocks only: `allocated` is exactly the data blocks.
+            assert_eq!(
+                a.allocated,
+                size.div_ceil(bs) * bs,
+                "{name} kept extra blocks"
+            );
+        } else {
+            assert!(a.allocated < size + (8 << 20), "{name} kept extra blocks");
+        }
+    }
     other.leave();
 }
 

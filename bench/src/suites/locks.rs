@@ -17,14 +17,36 @@ use vmfs::volume::{mkfs, MkfsOptions, Volume};
 use crate::harness::{run_case, Better, Case, Row, Subject};
 use crate::Config;
 
-/// Counts the operations that reach the device.
+/// Counts the operations that reach the device (shared with `scale`).
 #[derive(Debug)]
-struct Counting {
-    inner: SharedDev,
-    reads: AtomicU64,
-    read_bytes: AtomicU64,
-    writes: AtomicU64,
-    cas: AtomicU64,
+pub(super) struct Counting {
+    pub(super) inner: SharedDev,
+    pub(super) reads: AtomicU64,
+    pub(super) read_bytes: AtomicU64,
+    pub(super) writes: AtomicU64,
+    pub(super) cas: AtomicU64,
+}
+
+impl Counting {
+    pub(super) fn new(inner: SharedDev) -> Counting {
+        Counting {
+            inner,
+            reads: AtomicU64::new(0),
+            read_bytes: AtomicU64::new(0),
+            writes: AtomicU64::new(0),
+            cas: AtomicU64::new(0),
+        }
+    }
+
+    /// (reads, bytes read, writes, compare-and-writes) so far.
+    pub(super) fn totals(&self) -> [u64; 4] {
+        [
+            self.reads.load(Ordering::Relaxed),
+            self.read_bytes.load(Ordering::Relaxed),
+            self.writes.load(Ordering::Relaxed),
+            self.cas.load(Ordering::Relaxed),
+        ]
+    }
 }
 
 impl BlockDev for Counting {
@@ -81,7 +103,8 @@ impl BlockDev for Counting {
     }
 }
 
-fn volume(cfg: &Config, t: Timeouts) -> Result<(tempfile::TempDir, SharedDev), String> {
+/// An 8 GiB sparse volume with 128 heartbeat slots (shared with `scale`).
+pub(super) fn volume(cfg: &Config, t: Timeouts) -> Result<(tempfile::TempDir, SharedDev), String> {
     let dir = tempfile::tempdir_in(&cfg.work_dir).map_err(|e| e.to_string())?;
     let dev: SharedDev = Arc::new(
         FileDev::open(
@@ -170,13 +193,7 @@ pub fn run(cfg: &Config) -> Result<Vec<Row>, String> {
 fn heartbeat_cost(cfg: &Config) -> Result<Vec<Row>, String> {
     let t = Timeouts::scaled(1.0 / 30.0);
     let (_dir, file) = volume(cfg, t)?;
-    let counting = Arc::new(Counting {
-        inner: file.clone(),
-        reads: AtomicU64::new(0),
-        read_bytes: AtomicU64::new(0),
-        writes: AtomicU64::new(0),
-        cas: AtomicU64::new(0),
-    });
+    let counting = Arc::new(Counting::new(file.clone()));
     let vol = Volume::open(counting.clone()).map_err(|e| e.to_string())?;
     let host = Host::join(vol.clone(), HostConfig::new("bench")).map_err(|e| e.to_string())?;
     let held: u64 = if cfg.quick { 1000 } else { 10_000 };

@@ -1,9 +1,13 @@
 //! The benchmark suites. Each issue adds its suite here.
 
 pub mod disk;
+pub mod fsck;
+pub mod initiator;
 pub mod locks;
 pub mod nfs;
 pub mod raw;
+pub mod scale;
+pub mod vhost;
 
 use crate::harness::Row;
 use crate::Config;
@@ -36,5 +40,25 @@ pub fn all() -> Vec<Suite> {
         name: "nfs",
         about: "nfs-cp 1 GiB write and read through nfs-gw (vmfs image) vs nfs-ganesha VFS (plain directory), same disk",
         run: nfs::run,
+    },
+    Suite {
+        name: "vhost",
+        about: "4k random IOPS through the vhost-user-blk daemon (QD1, QD32 over 2 queues) vs fio on the raw backing file",
+        run: vhost::run,
+    },
+    Suite {
+        name: "fsck",
+        about: "vmfs-fsck on 100,000 files on a 1 TiB thin image, e2fsck -fn on ext4 as a reference",
+        run: fsck::run,
+    },
+    Suite {
+        name: "scale",
+        about: "heartbeat cost with 128 hosts joined and 10,000 locks held; dead-host scan with 127 peers",
+        run: scale::run,
+    },
+    Suite {
+        name: "initiator",
+        about: "IscsiDev: lock latency over iSCSI vs a local file, 4 KiB random-read IOPS vs libiscsi's iscsi-perf",
+        run: initiator::run,
     }]
 }

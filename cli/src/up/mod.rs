@@ -275,7 +275,23 @@ pub fn run(a: &UpArgs) -> Result<(), String> {
         },
     };
 
-    // NFS.
+    // NFS. The gateway is a host of its own; if it is fenced (it lost the
+    // disk, as this host surely did too) everything stops.
+    let (nfs_events_tx, nfs_events_rx) = mpsc::channel();
+    let tx = stop_tx.clone();
+    std::thread::spawn(move || {
+        while let Ok(ev) = nfs_events_rx.recv() {
+            match ev {
+                HostEvent::Fenced(why) => {
+                    let _ = tx.send(Stop::Fenced(format!("the NFS gateway host: {why}")));
+                    return;
+                }
+                HostEvent::Recovered { slot, records } => println!(
+                    "vmfs up: NFS gateway recovered dead host slot {slot} ({records} journal records replayed)"
+                ),
+            }
+        }
+    });
     let host_name = c.host_name.clone().unwrap_or_else(machine_name);
     let nfs = match &c.nfs {
         None => {
@@ -283,7 +299,7 @@ pub fn run(a: &UpArgs) -> Result<(), String> {
                 .push(svc("nfs", "disabled", "", "disabled by configuration"));
             None
         }
-        Some(n) => match services::start_nfs(&c.image, &c.dir, &host_name, n) {
+        Some(n) => match services::start_nfs(&c.image, &c.dir, &host_name, n, nfs_events_tx) {
             Ok(x) => {
                 let url = format!(
                     "nfs://{}{}?nfsport={}&mountport={}",

@@ -164,6 +164,7 @@ pub fn start_nfs(
     dir: &Path,
     host_name: &str,
     svc: &NfsService,
+    events: std::sync::mpsc::Sender<vmfs::cluster::HostEvent>,
 ) -> Result<NfsExport, String> {
     use nfs_gw::vmfs_backend::{load_host_id, VmfsHost};
     let clients = if svc.allow.is_empty() {
@@ -176,7 +177,7 @@ pub fn start_nfs(
     };
     let id = load_host_id(&dir.join("host-id-nfs")).map_err(|e| e.to_string())?;
     let image_s = image.to_str().ok_or("the image path is not UTF-8")?;
-    let host = VmfsHost::join(image_s, &format!("{host_name}-nfs"), id, None)
+    let host = VmfsHost::join(image_s, &format!("{host_name}-nfs"), id, Some(events))
         .map_err(|e| e.to_string())?;
     let opts = nfs_gw::VmfsServeOptions {
         listen: svc.listen,

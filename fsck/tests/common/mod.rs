@@ -115,12 +115,47 @@ pub fn build(path: &Path) -> Contents {
     let sub = fs.mkdir(d1, b"sub", 0o755, 0, 0).expect("mkdir").ino;
     put(&fs, sub, "/d1/sub", "c0", pattern(200, 1_100_000));
     fs.symlink(root, b"link", b"a0", 0, 0).expect("symlink");
+    vm_disks(&fs);
     let s = fs.create(root, b"sparse", 0o644, 0, 0).expect("create");
     let fh = fs.open(s.ino, true).expect("open");
     fs.write(fh, 70 << 20, b"far away").expect("write");
     fs.close(fh).expect("close");
     unmount(fs);
     out
+}
+
+/// A VM directory with real VMDK disks: a thin flat base with data, a COWD
+/// snapshot over it with data, and a zeroedthick data disk.
+pub fn vm_disks(fs: &Fs) {
+    use vmfs::vmdk::{create_flat_disk, create_snapshot, DiskChain, FlatDiskOptions, Provisioning};
+    let store = vmfs_fsck::fs_store::FsStore::new(fs.clone());
+    store.mkdir_p("vm1").expect("mkdir vm1");
+    let write = |disk: &str, seed: u64| {
+        let mut c = DiskChain::open(Arc::new(store.clone()), disk, true).expect("open disk");
+        for (k, off) in [0u64, 12_800, 5 << 20, (32 << 20) - 4096]
+            .into_iter()
+            .enumerate()
+        {
+            c.write_at(off, &pattern(seed + k as u64, 4096))
+                .expect("write disk");
+        }
+        c.flush().expect("flush disk");
+    };
+    create_flat_disk(
+        &store,
+        "vm1/vm1.vmdk",
+        32 << 20,
+        &FlatDiskOptions::default(),
+    )
+    .expect("create disk");
+    write("vm1/vm1.vmdk", 300);
+    create_snapshot(&store, "vm1/vm1.vmdk", "vm1/vm1-000001.vmdk", 8).expect("snapshot");
+    write("vm1/vm1-000001.vmdk", 400);
+    let thick = FlatDiskOptions {
+        provisioning: Provisioning::ZeroedThick,
+        ..Default::default()
+    };
+    create_flat_disk(&store, "vm1/vm1_1.vmdk", 4 << 20, &thick).expect("create thick disk");
 }
 
 /// Contents of `path` on a mounted fs, or why not.

@@ -45,6 +45,8 @@ pub struct Lun {
     pub(crate) state: Mutex<LunState>,
     pub(crate) pr_file: Option<PathBuf>,
     abort_hook: OnceLock<AbortHook>,
+    /// Test switch: answer COMPARE AND WRITE as an unknown opcode.
+    caw_disabled: std::sync::atomic::AtomicBool,
 }
 
 /// Called with initiator port names whose tasks PREEMPT AND ABORT aborts.
@@ -105,7 +107,15 @@ impl Lun {
             }),
             pr_file,
             abort_hook: OnceLock::new(),
+            caw_disabled: std::sync::atomic::AtomicBool::new(false),
         })
+    }
+
+    /// Test switch: behave like a target without COMPARE AND WRITE (the
+    /// opcode is refused as unknown), to test initiators' refusal paths.
+    pub fn set_compare_and_write_disabled(&self, disabled: bool) {
+        self.caw_disabled
+            .store(disabled, std::sync::atomic::Ordering::SeqCst);
     }
 
     pub fn path(&self) -> &Path {
@@ -178,6 +188,14 @@ impl Lun {
     /// Executes one command.
     pub fn execute(&self, req: &Request<'_>) -> Response {
         let descriptor = self.lock_state().mode.d_sense;
+        if req.cdb.first() == Some(&cdb::opcode::COMPARE_AND_WRITE)
+            && self.caw_disabled.load(std::sync::atomic::Ordering::SeqCst)
+        {
+            return check(
+                Sense::new(key::ILLEGAL_REQUEST, asc::INVALID_COMMAND_OPERATION_CODE),
+                descriptor,
+            );
+        }
         let cmd = match cdb::decode(req.cdb) {
             Ok(c) => c,
             Err(s) => return check(s, descriptor),

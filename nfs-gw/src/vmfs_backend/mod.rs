@@ -170,6 +170,8 @@ pub struct VmfsBackend {
     fsid: u64,
     label: String,
     max_file_size: u64,
+    /// File block size.
+    block_size: u64,
     files: std::sync::Arc<OpenFiles>,
 }
 
@@ -184,6 +186,11 @@ impl VmfsBackend {
             ^ u64::from_le_bytes(uuid[8..].try_into().expect("8 bytes"));
         let max_file_size = max_file_size(header);
         let label = header.label.clone();
+        let block_size = u64::from(
+            header
+                .region(vmfs::format::ResourceKind::FileBlock)
+                .resource_size,
+        );
         let files = OpenFiles::start(fs.clone(), idle_close);
         Ok(VmfsBackend {
             root: id_of(&root_attr),
@@ -191,6 +198,7 @@ impl VmfsBackend {
             fsid,
             label,
             max_file_size,
+            block_size,
             files,
         })
     }

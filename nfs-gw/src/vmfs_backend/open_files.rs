@@ -10,19 +10,23 @@
 //! its users, and the closer skips entries in use.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
-use vmfs::fs::Fs;
+use vmfs::fs::{Falloc, Fs};
 
 use super::backend_error;
 use crate::backend::BResult;
 
 #[derive(Debug)]
 struct Entry {
+    ino: u64,
     fh: u64,
     write: bool,
+    /// End of the blocks preallocated past end of file through this
+    /// handle (0: none); trimmed when the handle is closed.
+    prealloc_end: AtomicU64,
     users: AtomicUsize,
     last_used: Mutex<Instant>,
 }
@@ -40,6 +44,8 @@ struct Table {
 pub struct OpenFiles {
     fs: Fs,
     idle: Duration,
+    /// File block size (preallocation is trimmed to whole blocks).
+    block_size: u64,
     table: Mutex<Table>,
     stopped: AtomicBool,
 }
@@ -52,6 +58,15 @@ pub struct Use {
 impl Use {
     pub fn fh(&self) -> u64 {
         self.entry.fh
+    }
+
+    /// End of what was preallocated through this handle.
+    pub fn prealloc_end(&self) -> u64 {
+        self.entry.prealloc_end.load(Ordering::SeqCst)
+    }
+
+    pub fn set_prealloc_end(&self, end: u64) {
+        self.entry.prealloc_end.fetch_max(end, Ordering::SeqCst);
     }
 }
 
@@ -69,9 +84,17 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 impl OpenFiles {
     /// Starts the idle closer (a thread that ends with the last reference).
     pub fn start(fs: Fs, idle: Duration) -> Arc<OpenFiles> {
+        let block_size = u64::from(
+            fs.host()
+                .volume()
+                .header
+                .region(vmfs::format::ResourceKind::FileBlock)
+                .resource_size,
+        );
         let me = Arc::new(OpenFiles {
             fs,
             idle,
+            block_size,
             table: Mutex::new(Table::default()),
             stopped: AtomicBool::new(false),
         });
@@ -120,8 +143,10 @@ impl OpenFiles {
         // Opened under the table lock: two calls must not both open.
         let fh = self.fs.open(ino, write).map_err(backend_error)?;
         let entry = Arc::new(Entry {
+            ino,
             fh,
             write,
+            prealloc_end: AtomicU64::new(0),
             users: AtomicUsize::new(1),
             last_used: Mutex::new(Instant::now()),
         });
@@ -157,8 +182,27 @@ impl OpenFiles {
         }
     }
 
+    /// Frees blocks preallocated past the end of file.
+    fn trim(&self, e: &Entry) -> Result<(), String> {
+        let end = e.prealloc_end.load(Ordering::SeqCst);
+        if end == 0 {
+            return Ok(());
+        }
+        let size = self.fs.getattr(e.ino).map_err(|x| x.to_string())?.size;
+        let from = size.div_ceil(self.block_size) * self.block_size;
+        if end > from {
+            self.fs
+                .fallocate(e.fh, from, end - from, Falloc::PunchHole)
+                .map_err(|x| format!("trimming preallocated blocks: {x}"))?;
+        }
+        Ok(())
+    }
+
     fn close_entry(&self, e: &Entry) -> Result<(), String> {
         let mut errs = Vec::new();
+        if let Err(x) = self.trim(e) {
+            errs.push(x);
+        }
         if e.write {
             if let Err(x) = self.fs.fsync(e.fh) {
                 errs.push(format!("fsync: {x}"));

@@ -22,6 +22,13 @@ use super::{ClusterError, HostDev};
 /// Persistent-reservation fencing of a dead host before its locks are
 /// broken (SCSI PREEMPT AND ABORT on devices that have it).
 pub trait PrFencer: Send + Sync + std::fmt::Debug {
+    /// Before joining writes anything: make sure this initiator may write
+    /// (a host whose key was preempted registers a provisional one).
+    fn prepare_join(&self) -> Result<(), ClusterError>;
+    /// Register this incarnation's key (called at join, before its first
+    /// write, and again for each new incarnation).
+    fn register(&self, me: Holder) -> Result<(), ClusterError>;
+    /// Remove `victim`'s key so none of its writes can land any more.
     fn preempt(&self, victim: Holder) -> Result<(), ClusterError>;
 }
 
@@ -209,6 +216,9 @@ impl Host {
     /// simulator can drive beats by hand.
     pub fn join(vol: Volume, cfg: HostConfig) -> Result<Host, ClusterError> {
         let t = Timeouts::for_volume(&vol.header.timeouts, cfg.timeouts)?;
+        if let Some(f) = &cfg.fencer {
+            f.prepare_join()?;
+        }
         let raw = vol.dev.clone();
         let clock = cfg.clock.clone();
         // Waiting here sleeps in real time, so the give-up deadline is real
@@ -286,6 +296,13 @@ impl Host {
                 }
             };
             let addr = vol.heartbeat_slot_addr(i);
+            if let Some(f) = &cfg.fencer {
+                // Before our first write: the journal head below.
+                f.register(Holder {
+                    slot: i as u16,
+                    hb_gen: new.hb_gen,
+                })?;
+            }
             let mount_nonce = new.mount_nonce;
             let token = FenceToken {
                 slot_addr: addr,
@@ -560,14 +577,20 @@ fn claim_by_recovery(
     if s.state != SlotState::Live {
         return Ok(None);
     }
+    let mount_nonce = nonce();
+    let mut rec = live_image(&s, cfg, t, mount_nonce);
     if let Some(f) = &cfg.fencer {
+        // Our key first (only a registrant may preempt); the replay below
+        // writes as this RECOVERING incarnation.
+        f.register(Holder {
+            slot: slot as u16,
+            hb_gen: rec.hb_gen,
+        })?;
         f.preempt(Holder {
             slot: slot as u16,
             hb_gen: s.hb_gen,
         })?;
     }
-    let mount_nonce = nonce();
-    let mut rec = live_image(&s, cfg, t, mount_nonce);
     rec.state = SlotState::Recovering;
     rec.recoverer = Some(Holder {
         slot: slot as u16,
@@ -577,6 +600,7 @@ fn claim_by_recovery(
     if cas_sector(vol.dev.as_ref(), addr, &img, &rec_img)? != SectorCas::Won {
         return Ok(None);
     }
+
     let token = FenceToken {
         slot_addr: addr,
         hb_gen: rec.hb_gen,

@@ -24,6 +24,11 @@ pub(crate) fn recover(
             slot: slot as u16,
             hb_gen: s.hb_gen,
         })?;
+        // Taking over a recovery whose recoverer is dead: its replay writes
+        // must not land either.
+        if let Some(r) = s.recoverer.filter(|r| u32::from(r.slot) != slot) {
+            f.preempt(r)?;
+        }
     }
     let mut rec = s.clone();
     rec.state = SlotState::Recovering;

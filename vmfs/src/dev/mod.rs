@@ -12,14 +12,20 @@ mod engine;
 mod error;
 mod fault;
 mod file;
+pub mod iscsi;
 mod mem;
+mod open;
 mod sys;
 mod uring;
+pub mod url;
 
 pub use error::{DevError, DevOp};
 pub use fault::{CrashMode, FaultDev, FaultOps, LogEntry};
 pub use file::{FileDev, FileDevOptions};
+pub use iscsi::{IscsiDev, IscsiOptions};
 pub use mem::MemDev;
+pub use open::{open_device, OpenError, OpenOptions, OpenedDevice};
+pub use url::{DeviceUrl, IscsiUrl, UrlError};
 
 use std::sync::Arc;
 

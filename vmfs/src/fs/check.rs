@@ -493,16 +493,36 @@ impl Walker<'_> {
         let addr = self.vol.cluster_header_addr(kind, c);
         let mut b = vec![0u8; META_BLOCK as usize - SECTOR];
         self.vol.dev.read_at(&mut b, addr)?;
-        Ok(ClusterHeader::decode(&b, addr).ok().filter(|h| {
-            h.kind == kind
-                && h.cluster == c
-                && h.first_resource
-                    == u64::from(c) * u64::from(self.vol.header.region(kind).per_cluster)
-                && h.resource_count == self.vol.cluster_len(kind, c)
-        }))
+        Ok(ClusterHeader::decode(&b, addr)
+            .ok()
+            .filter(|h| self.fits(kind, c, h)))
+    }
+
+    /// Whether a decoded header is the one cluster `c` of `kind` must have.
+    fn fits(&self, kind: ResourceKind, c: u32, h: &ClusterHeader) -> bool {
+        h.kind == kind
+            && h.cluster == c
+            && h.first_resource
+                == u64::from(c) * u64::from(self.vol.header.region(kind).per_cluster)
+            && h.resource_count == self.vol.cluster_len(kind, c)
     }
 
     fn bitmaps(&mut self) -> FsResult<()> {
+        // Damaged clusters, by (kind code, cluster): each header is read
+        // once, not once per reference into it.
+        let mut damaged = HashSet::new();
+        // Clusters something references: in the others every set bit is
+        // leaked and no bit needs a lookup (most clusters of a big, young
+        // volume are untouched).
+        let referenced: HashSet<(u8, u32)> = self
+            .model
+            .refs
+            .keys()
+            .filter_map(|&(code, r)| {
+                let kind = ResourceKind::from_code(code)?;
+                Some((code, self.vol.cluster_of(kind, r).0))
+            })
+            .collect();
         for kind in ResourceKind::ALL {
             let reg = *self.vol.header.region(kind);
             for c in 0..reg.clusters {
@@ -513,16 +533,24 @@ impl Walker<'_> {
                     Ok(h) if h.kind != kind => {
                         format!("kind {} in a {} area", h.kind.name(), kind.name())
                     }
-                    Ok(h) if self.cluster(kind, c)?.is_none() => format!(
+                    Ok(h) if !self.fits(kind, c, &h) => format!(
                         "header says cluster {} of {} resources from {}",
                         h.cluster, h.resource_count, h.first_resource
                     ),
                     Ok(h) => {
-                        self.cluster_bits(kind, &h);
+                        if referenced.contains(&(kind.code(), c)) {
+                            self.cluster_bits(kind, &h);
+                        } else if h.free_count() != h.resource_count {
+                            for i in (0..h.resource_count).filter(|&i| h.is_set(i)) {
+                                let r = h.first_resource + u64::from(i);
+                                self.problem(Finding::Leaked { kind, r });
+                            }
+                        }
                         continue;
                     }
                     Err(e) => e.to_string(),
                 };
+                damaged.insert((kind.code(), c));
                 self.problem(Finding::ClusterDamaged {
                     kind,
                     cluster: c,
@@ -535,7 +563,7 @@ impl Walker<'_> {
         for (code, r) in left {
             if let Some(kind) = ResourceKind::from_code(code) {
                 let (c, _) = self.vol.cluster_of(kind, r);
-                if self.cluster(kind, c)?.is_none() {
+                if damaged.contains(&(code, c)) {
                     self.problem(Finding::NoCluster { kind, r });
                 }
             }
