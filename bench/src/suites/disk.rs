@@ -1,8 +1,9 @@
 //! `disk`: virtual disks on the volume (`vmfs::disk::VirtualDisk`).
 //!
 //! - 4k random IOPS through VirtualDisk (an eager-zeroed disk, so no
-//!   allocation) against fio on a raw backing file of the same size on the
-//!   same filesystem (io_uring O_DIRECT, and buffered psync);
+//!   allocation; the volume image's page cache dropped before each run, as
+//!   fio does for its file) against fio on a raw backing file of the same
+//!   size on the same filesystem (io_uring O_DIRECT, and buffered psync);
 //! - the cost of a thin disk's first write into a new 1 MiB block
 //!   (allocation: one journaled transaction) against an overwrite;
 //! - cloning a thin disk with few data: 10 GiB with 1 GiB written (quick:
@@ -78,6 +79,20 @@ fn offsets(seed: u64, size: u64) -> impl FnMut() -> u64 {
     }
 }
 
+/// Drop the page cache of the volume image, as fio does for its file
+/// (`invalidate=1`), so VirtualDisk's reads reach the disk too.
+fn drop_cache(img: &std::path::Path) -> Result<(), String> {
+    use std::os::unix::io::AsRawFd;
+    let f = std::fs::File::open(img).map_err(err)?;
+    // SAFETY: posix_fadvise only reads its integer arguments; the
+    // descriptor is owned by `f` and open for the duration of the call.
+    let rc = unsafe { libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+    if rc != 0 {
+        return Err(format!("posix_fadvise({}): error {rc}", img.display()));
+    }
+    Ok(())
+}
+
 /// IOPS of 4 KiB random requests through `disk` for `secs`, `qd` in flight.
 fn disk_iops(disk: &VirtualDisk, write: bool, qd: usize, secs: u32) -> Result<f64, String> {
     let mut next = offsets(0x9e37_79b9, disk.capacity());
@@ -135,6 +150,7 @@ fn iops_cases(cfg: &Config, rows: &mut Vec<Row>) -> Result<(), String> {
         };
         let d = disk.clone();
         let secs = cfg.runtime_secs();
+        let vol_img = img.clone();
         let case = Case {
             suite: "disk",
             name: name.to_string(),
@@ -144,7 +160,11 @@ fn iops_cases(cfg: &Config, rows: &mut Vec<Row>) -> Result<(), String> {
             subjects: vec![
                 Subject {
                     name: "VirtualDisk (eagerzeroedthick)".into(),
-                    run: Box::new(move || disk_iops(&d, write, qd as usize, secs)),
+                    run: Box::new(move || {
+                        d.flush().wait().map_err(err)?;
+                        drop_cache(&vol_img)?;
+                        disk_iops(&d, write, qd as usize, secs)
+                    }),
                 },
                 Subject {
                     name: "fio raw file, io_uring O_DIRECT".into(),
