@@ -1,5 +1,6 @@
 //! The benchmark suites. Each issue adds its suite here.
 
+pub mod disk;
 pub mod fsck;
 pub mod fuse;
 pub mod initiator;
@@ -32,6 +33,11 @@ pub fn all() -> Vec<Suite> {
         name: "locks",
         about: "lock acquire+release rate vs raw CAS, heartbeat I/O per beat with 10,000 locks held, takeover time",
         run: locks::run,
+    },
+    Suite {
+        name: "disk",
+        about: "VirtualDisk 4k random IOPS vs fio on a raw file, thin first-write cost, clone time vs data written",
+        run: disk::run,
     },
     Suite {
         name: "nfs",

@@ -1,9 +1,9 @@
 //! `vmfs disk create` and `vmfs disk delete`.
 
-use vmfs::vmdk::layer::{read_descriptor, write_descriptor};
-use vmfs::vmdk::{create_flat_disk, DiskChain, FlatDiskOptions, Provisioning};
+use vmfs::disk::jobs::create_disk;
+use vmfs::vmdk::{DiskChain, Provisioning};
 
-use super::{explain, make_eager, make_parents, parse_type, store, DiskPath};
+use super::{explain, make_parents, parse_type, store, DiskPath};
 use crate::session::Session;
 use crate::units::{human, parse_size};
 
@@ -35,33 +35,19 @@ pub fn create(s: &Session, path: &str, size: u64, kind: Provisioning) -> Result<
         )));
     }
     make_parents(&s.fs, path).map_err(|e| s.err(format!("{path}: {e}")))?;
-    let st = store(&s.fs);
-    let first = if kind == Provisioning::EagerZeroedThick {
-        Provisioning::ZeroedThick
-    } else {
-        kind
-    };
-    let opts = FlatDiskOptions {
-        provisioning: first,
-        ..FlatDiskOptions::default()
-    };
-    create_flat_disk(&*st, path, size, &opts).map_err(|e| s.err(e))?;
-    if kind == Provisioning::EagerZeroedThick {
-        let flat = flat_name(path);
-        make_eager(s, &flat, size, "zeroing")?;
-        let mut d = read_descriptor(&*st, path).map_err(|e| s.err(e))?;
-        d.set_provisioning(kind);
-        write_descriptor(&*st, path, &d).map_err(|e| s.err(e))?;
-    }
-    Ok(())
-}
-
-/// `dir/x.vmdk` → `dir/x-flat.vmdk`.
-pub fn flat_name(path: &str) -> String {
-    format!("{}-flat.vmdk", path.trim_end_matches(".vmdk"))
+    let pb = crate::progress::bytes("zeroing", size);
+    let r = create_disk(&s.fs, path, size, kind, |done, _| pb.set_position(done));
+    pb.finish_and_clear();
+    r.map_err(|e| s.err(e))
 }
 
 pub fn run(a: &CreateArgs) -> Result<(), String> {
+    if a.size == 0 || a.size % 512 != 0 {
+        return Err(format!(
+            "{}: {}: size {} is not a positive multiple of 512 bytes",
+            a.disk.device, a.disk.path, a.size
+        ));
+    }
     let s = Session::join(&a.disk.device, &a.disk.host)?;
     s.run(|s| {
         create(s, &a.disk.path, a.size, a.kind)?;

@@ -51,13 +51,16 @@ pub fn run(a: &InfoArgs) -> Result<(), String> {
                 }
                 let ino = st.lookup(&f).map_err(|e| s.err(format!("{f}: {e}")))?;
                 let attr = s.fs.getattr(ino).map_err(|e| s.err(format!("{f}: {e}")))?;
+                // This command's own SHARED_READ (taken to read the disk)
+                // is not shown: it is gone when the command exits.
+                let me = s.host.holder();
                 let lock = read_lock(vol.dev.as_ref(), vol.inode_addr(ino))
                     .map(|r| {
-                        if r.holders.is_empty() {
-                            "free".to_string()
+                        let others: Vec<_> = r.holders.iter().filter(|h| **h != me).collect();
+                        if others.is_empty() {
+                            "free (not in use)".to_string()
                         } else {
-                            let hs: Vec<String> = r
-                                .holders
+                            let hs: Vec<String> = others
                                 .iter()
                                 .map(|h| format!("slot {} gen {}", h.slot, h.hb_gen))
                                 .collect();

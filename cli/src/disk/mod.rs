@@ -113,24 +113,8 @@ pub fn explain(s: &Session, path: &str, e: impl std::fmt::Display) -> String {
 /// Make `len` bytes of file `flat` (from 0) eager-zeroed thick, with a
 /// progress bar: holes allocated and zeroed, lazily zeroed blocks zeroed.
 pub fn make_eager(s: &Session, flat: &str, len: u64, what: &str) -> Result<(), String> {
-    let fs = &s.fs;
-    let st = FsStore::new(fs.clone(), WriteLock::Exclusive, ReadLock::Shared);
-    let ino = st.lookup(flat).map_err(|e| s.err(format!("{flat}: {e}")))?;
-    let fh = fs.open(ino, true).map_err(|e| explain(s, flat, e))?;
     let pb = crate::progress::bytes(what, len);
-    const STEP: u64 = 64 << 20;
-    let mut pos = 0;
-    let r = (|| {
-        while pos < len {
-            let n = STEP.min(len - pos);
-            fs.materialize(fh, pos, n)
-                .map_err(|e| s.err(format!("{flat}: zeroing at {pos}: {e}")))?;
-            pos += n;
-            pb.set_position(pos);
-        }
-        fs.fsync(fh).map_err(|e| s.err(format!("{flat}: {e}")))
-    })();
+    let r = vmfs::disk::jobs::make_eager(&s.fs, flat, len, |done, _| pb.set_position(done));
     pb.finish_and_clear();
-    let c = fs.close(fh).map_err(|e| s.err(format!("{flat}: {e}")));
-    r.and(c)
+    r.map_err(|e| explain(s, flat, e))
 }

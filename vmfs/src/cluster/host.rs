@@ -377,9 +377,15 @@ impl Host {
                 if let Err(e) = super::heartbeat::beat(&sh) {
                     tracing::warn!(slot = sh.slot, "heartbeat failed: {e}");
                 }
-                let now = sh.clock.now();
-                if next > now {
-                    std::thread::sleep(next - now);
+                // Sleep in short steps so leave() need not wait up to H
+                // for this thread (every short-lived command pays that).
+                let until = std::time::Instant::now() + next.saturating_sub(sh.clock.now());
+                loop {
+                    let now = std::time::Instant::now();
+                    if now >= until || sh.stop.load(Ordering::SeqCst) {
+                        break;
+                    }
+                    std::thread::sleep((until - now).min(Duration::from_millis(20)));
                 }
             }
         }));
@@ -388,7 +394,12 @@ impl Host {
             let tick = sh.timeouts.heartbeat / 4;
             while !sh.stop.load(Ordering::SeqCst) && !sh.fenced.load(Ordering::SeqCst) {
                 let _ = sh.io_allowed();
-                std::thread::sleep(tick);
+                let mut slept = Duration::ZERO;
+                while slept < tick && !sh.stop.load(Ordering::SeqCst) {
+                    let step = (tick - slept).min(Duration::from_millis(20));
+                    std::thread::sleep(step);
+                    slept += step;
+                }
             }
         }));
     }

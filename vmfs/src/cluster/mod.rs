@@ -12,6 +12,7 @@ pub mod journal;
 pub mod liveness;
 mod lock;
 mod offline;
+mod peers;
 mod recovery;
 pub mod sector_cas;
 pub mod timeouts;

@@ -30,6 +30,10 @@ pub enum DiskError {
     Invalid { path: String, what: String },
     #[error("disk {path} is closed")]
     Closed { path: String },
+    #[error(
+        "disk {path}: request aborted (the disk was closed, or its worker failed: see the log)"
+    )]
+    Aborted { path: String },
 }
 
 impl DiskError {

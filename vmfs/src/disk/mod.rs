@@ -61,6 +61,7 @@
 
 mod error;
 mod handoff;
+pub mod jobs;
 mod pool;
 mod store;
 pub mod swap;

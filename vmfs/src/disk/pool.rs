@@ -54,21 +54,30 @@ impl Pool {
     }
 
     /// Run `f` on a worker; its result completes the returned future. After
-    /// [`Pool::shutdown`] the future completes at once with `closed()`.
+    /// [`Pool::shutdown`] the future completes at once with `failed()`, and
+    /// so does it if `f` panics (a waiter must never hang).
     pub fn submit<T: Send + 'static>(
         &self,
         f: impl FnOnce() -> T + Send + 'static,
-        closed: impl FnOnce() -> T,
+        failed: impl Fn() -> T + Send + Sync + 'static,
     ) -> IoFuture<T> {
         let slot = Arc::new(Slot::default());
         let s2 = slot.clone();
-        let job: Job = Box::new(move || s2.complete(f()));
+        let failed = Arc::new(failed);
+        let f2 = failed.clone();
+        let job: Job =
+            Box::new(
+                move || match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+                    Ok(v) => s2.complete(v),
+                    Err(_) => s2.complete(f2()),
+                },
+            );
         let sent = match &*self.tx.lock().unwrap_or_else(|e| e.into_inner()) {
             Some(tx) => tx.send(job).is_ok(),
             None => false,
         };
         if !sent {
-            slot.complete(closed());
+            slot.complete(failed());
         }
         IoFuture { slot }
     }

@@ -263,3 +263,17 @@ fn swap_of_a_dead_host_is_reclaimed_and_space_returns() {
     s.delete().unwrap();
     assert!(swap::entries(&fb).unwrap().is_empty());
 }
+
+#[test]
+fn a_request_that_panics_or_comes_after_shutdown_still_completes() {
+    let pool = super::pool::Pool::new("t", 1);
+    let f = pool.submit(|| -> i32 { panic!("a bug in a request") }, || -1);
+    assert_eq!(
+        f.wait(),
+        -1,
+        "a panicking request completes with the fallback"
+    );
+    assert_eq!(pool.submit(|| 5, || -1).wait(), 5, "the worker survives");
+    pool.shutdown();
+    assert_eq!(pool.submit(|| 5, || -1).wait(), -1, "after shutdown");
+}

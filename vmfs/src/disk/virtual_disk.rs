@@ -250,7 +250,9 @@ impl VirtualDisk {
             .take();
         drop(chain);
         match r {
-            Err(DiskError::HandedOff { .. }) | Err(DiskError::Closed { .. }) => Ok(()),
+            Err(DiskError::HandedOff { .. })
+            | Err(DiskError::Closed { .. })
+            | Err(DiskError::Aborted { .. }) => Ok(()),
             other => other,
         }
     }
@@ -284,7 +286,7 @@ impl VirtualDisk {
                     }),
                 }
             },
-            move || Err(DiskError::Closed { path }),
+            move || Err(DiskError::Aborted { path: path.clone() }),
         )
     }
 
@@ -305,7 +307,7 @@ impl VirtualDisk {
                     }),
                 }
             },
-            move || Err(DiskError::Closed { path }),
+            move || Err(DiskError::Aborted { path: path.clone() }),
         )
     }
 }

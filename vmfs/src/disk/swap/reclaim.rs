@@ -4,7 +4,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::cluster::read_region;
+use crate::cluster::{read_region, Verdict};
 use crate::format::{Holder, SlotState};
 use crate::fs::{Fs, FsError};
 
@@ -50,9 +50,10 @@ fn incarnation_over(fs: &Fs, h: Holder) -> DiskResult<bool> {
 }
 
 /// Scan the registry once: delete the swap files of every incarnation
-/// that is over. A holder still LIVE in its slot is probed by opening its
-/// file for write, which — once the holder has been silent for D — runs
+/// that is over. A holder still LIVE in its slot that this host has seen
+/// silent for D is probed by opening its file for write, which runs
 /// recovery of its slot and breaks its lock (as any lock request does).
+/// Call it repeatedly (a [`Reclaimer`]): silence is measured across calls.
 pub fn reclaim(fs: &Fs) -> DiskResult<Vec<Reclaimed>> {
     let me = fs.host().holder();
     let mut done = Vec::new();
@@ -61,6 +62,11 @@ pub fn reclaim(fs: &Fs) -> DiskResult<Vec<Reclaimed>> {
             continue;
         }
         if !incarnation_over(fs, e.holder)? {
+            // Touch its lock only once its slot looks dead: probing a live
+            // holder could race its own open of a file it is creating.
+            if !looks_dead(fs, e.holder) {
+                continue;
+            }
             probe(fs, &e);
             if !incarnation_over(fs, e.holder)? {
                 continue;
@@ -73,6 +79,14 @@ pub fn reclaim(fs: &Fs) -> DiskResult<Vec<Reclaimed>> {
         }
     }
     Ok(done)
+}
+
+/// Has `h`'s slot (still at `h`'s generation) been silent for D?
+fn looks_dead(fs: &Fs, h: Holder) -> bool {
+    matches!(
+        fs.host().judge_slot(u32::from(h.slot)),
+        Ok((s, Verdict::Dead)) if s.hb_gen == h.hb_gen
+    )
 }
 
 /// Try to take the file's lock: breaks it if its holder is dead.
