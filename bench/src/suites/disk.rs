@@ -145,6 +145,7 @@ fn iops_cases(cfg: &Config, rows: &mut Vec<Row>) -> Result<(), String> {
                 direct,
                 size,
                 runtime_secs: cfg.runtime_secs(),
+                keep_cache: false,
             };
             move || Ok(fio::run(&fio_bin, &raw, &job)?.iops)
         };
