@@ -5,6 +5,7 @@
 
 mod clone;
 mod create;
+mod import;
 mod info;
 mod resize;
 mod snapshot;
@@ -30,6 +31,8 @@ pub enum DiskCommand {
     /// Copy a disk (through its snapshot chain) into a new flat disk,
     /// reading only the parts that hold data.
     Clone(clone::CloneArgs),
+    /// Import a raw image or a VMDK (with its snapshot chain) from the host into a new disk.
+    Import(import::ImportArgs),
     /// Delete a disk and its snapshot chain (every file of every layer).
     Delete(create::DeleteArgs),
     /// Snapshots: create, revert, delete (merge the top into its parent),
@@ -45,6 +48,7 @@ pub fn run(c: &DiskCommand) -> Result<(), String> {
         DiskCommand::Extend(a) => resize::extend(a),
         DiskCommand::Inflate(a) => resize::inflate(a),
         DiskCommand::Clone(a) => clone::run(a),
+        DiskCommand::Import(a) => import::run(a),
         DiskCommand::Delete(a) => create::delete(a),
         DiskCommand::Snapshot(c) => snapshot::run(c),
     }

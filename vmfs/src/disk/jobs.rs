@@ -156,7 +156,7 @@ pub fn clone_disk(
     src: &str,
     dst: &str,
     kind: Provisioning,
-    mut progress: impl FnMut(u64, u64),
+    progress: impl FnMut(u64, u64),
 ) -> DiskResult<CloneReport> {
     let st = store(fs, ReadLock::Shared);
     let dyn_store: Arc<dyn ExtentStore> = st.clone();
@@ -164,6 +164,23 @@ pub fn clone_disk(
         DiskChain::open(dyn_store.clone(), src, false).map_err(|e| DiskError::vmdk(src, e))?;
     let capacity = chain.capacity();
     let ranges = data_ranges(&st, &chain)?;
+    copy_into(fs, dst, kind, capacity, &ranges, progress, |pos, buf| {
+        chain.read_at(pos, buf).map_err(|e| DiskError::vmdk(src, e))
+    })
+}
+
+/// Create disk `dst` of `capacity` bytes and type `kind` and copy `ranges`
+/// of the source into it through `read`; pieces that read as zeros are not
+/// written (a thin copy stays thin). `progress` gets (bytes read, total).
+fn copy_into(
+    fs: &Fs,
+    dst: &str,
+    kind: Provisioning,
+    capacity: u64,
+    ranges: &[(u64, u64)],
+    mut progress: impl FnMut(u64, u64),
+    mut read: impl FnMut(u64, &mut [u8]) -> DiskResult<()>,
+) -> DiskResult<CloneReport> {
     let total: u64 = ranges.iter().map(|r| r.1).sum();
     let first = match kind {
         Provisioning::EagerZeroedThick => Provisioning::ZeroedThick,
@@ -171,6 +188,7 @@ pub fn clone_disk(
     };
     create_disk(fs, dst, capacity, first, |_, _| {})?;
     let flat = flat_name(dst);
+    let dyn_store: Arc<dyn ExtentStore> = store(fs, ReadLock::Shared);
     let out = dyn_store
         .open(&flat, true)
         .map_err(|e| DiskError::Invalid {
@@ -179,13 +197,11 @@ pub fn clone_disk(
         })?;
     let mut buf = vec![0u8; COPY_PIECE as usize];
     let mut copied = 0u64;
-    for &(o, l) in &ranges {
+    for &(o, l) in ranges {
         let mut pos = o;
         while pos < o + l {
             let n = COPY_PIECE.min(o + l - pos) as usize;
-            chain
-                .read_at(pos, &mut buf[..n])
-                .map_err(|e| DiskError::vmdk(src, e))?;
+            read(pos, &mut buf[..n])?;
             if buf[..n].iter().any(|&b| b != 0) {
                 out.write_at(&buf[..n], pos)
                     .map_err(|e| DiskError::Invalid {
@@ -210,5 +226,98 @@ pub fn clone_disk(
     Ok(CloneReport {
         capacity,
         data_bytes: total,
+    })
+}
+
+/// The data ranges of a host file (SEEK_DATA / SEEK_HOLE), up to `len`.
+fn host_data_ranges(f: &std::fs::File, len: u64) -> std::io::Result<Vec<(u64, u64)>> {
+    use std::os::fd::AsRawFd;
+    let mut out = Vec::new();
+    let mut pos = 0u64;
+    while pos < len {
+        // SAFETY: lseek on a descriptor we own; no memory is passed.
+        let data = unsafe { libc::lseek(f.as_raw_fd(), pos as libc::off_t, libc::SEEK_DATA) };
+        if data < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.raw_os_error() == Some(libc::ENXIO) {
+                break; // no data after pos
+            }
+            if e.raw_os_error() == Some(libc::EINVAL) {
+                // No SEEK_DATA on this filesystem: all of it is data.
+                return Ok(vec![(0, len)]);
+            }
+            return Err(e);
+        }
+        // SAFETY: as above.
+        let hole = unsafe { libc::lseek(f.as_raw_fd(), data, libc::SEEK_HOLE) };
+        if hole < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let (a, b) = (data as u64, (hole as u64).min(len));
+        if a < b {
+            out.push((a, b - a));
+        }
+        pos = b.max(a + 1);
+    }
+    Ok(out)
+}
+
+/// Import a disk from the host into a new disk `dst` on the volume: `src` is
+/// either a VMDK descriptor (read through its extents and snapshot chain
+/// with the VMDK library) or a raw image (its holes skipped with
+/// SEEK_DATA/SEEK_HOLE). Zero pieces are not written. A raw image whose size
+/// is not a multiple of 512 is padded with zeros.
+pub fn import_disk(
+    fs: &Fs,
+    src: &std::path::Path,
+    dst: &str,
+    kind: Provisioning,
+    progress: impl FnMut(u64, u64),
+) -> DiskResult<CloneReport> {
+    use std::os::unix::fs::FileExt;
+    let src_name = src.display().to_string();
+    let bad = |what: String| DiskError::Invalid {
+        path: src_name.clone(),
+        what,
+    };
+    if src.extension().is_some_and(|e| e == "vmdk") {
+        let dir = src
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(std::path::Path::new("."));
+        let name = src
+            .file_name()
+            .and_then(|n| n.to_str())
+            .ok_or_else(|| bad("not a UTF-8 file name".into()))?;
+        let host: Arc<dyn ExtentStore> = Arc::new(crate::vmdk::DirStore::new(dir));
+        let chain =
+            DiskChain::open(host, name, false).map_err(|e| DiskError::vmdk(&src_name, e))?;
+        let capacity = chain.capacity();
+        return copy_into(
+            fs,
+            dst,
+            kind,
+            capacity,
+            &[(0, capacity)],
+            progress,
+            |pos, buf| {
+                chain
+                    .read_at(pos, buf)
+                    .map_err(|e| DiskError::vmdk(&src_name, e))
+            },
+        );
+    }
+    let f = std::fs::File::open(src).map_err(|e| bad(format!("opening: {e}")))?;
+    let len = f.metadata().map_err(|e| bad(format!("stat: {e}")))?.len();
+    if len == 0 {
+        return Err(bad("is empty: nothing to import".into()));
+    }
+    let capacity = len.div_ceil(512) * 512;
+    let ranges = host_data_ranges(&f, len).map_err(|e| bad(format!("finding its data: {e}")))?;
+    copy_into(fs, dst, kind, capacity, &ranges, progress, |pos, buf| {
+        buf.fill(0);
+        let want = (len.saturating_sub(pos) as usize).min(buf.len());
+        f.read_exact_at(&mut buf[..want], pos)
+            .map_err(|e| bad(format!("reading {want} bytes at {pos}: {e}")))
     })
 }
