@@ -12,20 +12,23 @@ pub fn open_device(
     create_size: Option<u64>,
     read_only: bool,
 ) -> Result<SharedDev, String> {
-    Ok(open_device_full(spec, create_size, read_only)?.dev)
+    Ok(open_device_full(spec, create_size, read_only, false)?.dev)
 }
 
-/// Like [`open_device`], keeping the iSCSI handle (fencing, timeouts).
+/// Like [`open_device`], keeping the iSCSI handle (fencing, timeouts);
+/// `pread_engine`: see [`OpenOptions::pread_engine`].
 pub fn open_device_full(
     spec: &str,
     create_size: Option<u64>,
     read_only: bool,
+    pread_engine: bool,
 ) -> Result<OpenedDevice, String> {
     vmfs::dev::open_device(
         spec,
         OpenOptions {
             read_only,
             create_size,
+            pread_engine,
         },
     )
     .map_err(|e| e.to_string())

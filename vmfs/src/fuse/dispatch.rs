@@ -16,6 +16,7 @@ use fuser::{
 use crate::fs::{Attr, SetAttr};
 
 use super::attr::{file_attr, kind_of_dtype, time_or_now};
+use super::killpriv::setattr_kills;
 use super::xattr::XattrReply;
 use super::{Res, VmfsFuse};
 
@@ -51,6 +52,10 @@ impl VmfsFuse {
     }
 }
 
+/// Largest read or write request asked of the kernel (it caps requests at
+/// max_pages, 256 pages by default).
+const MAX_IO: u32 = 1 << 20;
+
 impl Filesystem for VmfsFuse {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> io::Result<()> {
         // Each is optional: a kernel without it serves the mount anyway.
@@ -61,6 +66,20 @@ impl Filesystem for VmfsFuse {
             if let Err(missing) = config.add_capabilities(cap) {
                 tracing::info!("fuse: kernel lacks {missing:?}");
             }
+        }
+        // We clear set-ID bits ourselves (killpriv.rs), so the kernel stops
+        // asking getxattr("security.capability") before every write.
+        match config.add_capabilities(InitFlags::FUSE_HANDLE_KILLPRIV_V2) {
+            Ok(()) => self.kill_priv = true,
+            Err(missing) => tracing::info!("fuse: kernel lacks {missing:?}"),
+        }
+        // Reads and writes of up to 1 MiB per request (FUSE_MAX_PAGES is
+        // asked for by fuser; the kernel caps max_pages at 256).
+        if let Err(max) = config.set_max_readahead(MAX_IO) {
+            let _ = config.set_max_readahead(max);
+        }
+        if let Err(max) = config.set_max_write(MAX_IO) {
+            let _ = config.set_max_write(max);
         }
         Ok(())
     }
@@ -97,7 +116,7 @@ impl Filesystem for VmfsFuse {
 
     fn setattr(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         mode: Option<u32>,
         uid: Option<u32>,
@@ -121,7 +140,8 @@ impl Filesystem for VmfsFuse {
             atime_ns: atime.map(time_or_now),
             mtime_ns: mtime.map(time_or_now),
         };
-        match self.do_setattr(ino.0, &sa) {
+        let kill = self.kill_priv && setattr_kills(&sa, req.uid());
+        match self.do_setattr(ino.0, &sa, kill) {
             Ok(a) => reply.attr(&self.ttl, &file_attr(&a, self.block_size)),
             Err(e) => reply.error(e),
         }
@@ -235,16 +255,17 @@ impl Filesystem for VmfsFuse {
     fn write(
         &self,
         _req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         fh: FileHandle,
         offset: u64,
         data: &[u8],
-        _write_flags: WriteFlags,
+        write_flags: WriteFlags,
         _flags: OpenFlags,
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
-        match self.do_write(fh.0, offset, data) {
+        let kill = self.kill_priv && write_flags.contains(WriteFlags::FUSE_WRITE_KILL_SUIDGID);
+        match self.do_write(ino.0, fh.0, offset, data, kill) {
             Ok(n) => reply.written(n),
             Err(e) => reply.error(e),
         }

@@ -10,6 +10,7 @@ use fuser::{Errno, OpenAccMode, OpenFlags};
 use crate::dev::BlockDev;
 use crate::fs::{Attr, Falloc, FsError, SetAttr, StatFs};
 
+use super::killpriv::killed_mode;
 use super::{fail, Res, VmfsFuse};
 
 /// fallocate(2) mode bits.
@@ -37,9 +38,19 @@ impl VmfsFuse {
         Ok(a)
     }
 
-    pub(super) fn do_setattr(&self, ino: u64, sa: &SetAttr) -> Res<Attr> {
-        self.do_getattr(ino)?;
-        self.fs.setattr(ino, sa).map_err(fail)
+    /// `kill`: also clear the set-ID bits (in the same update).
+    pub(super) fn do_setattr(&self, ino: u64, sa: &SetAttr, kill: bool) -> Res<Attr> {
+        let a = self.do_getattr(ino)?;
+        match killed_mode(a.mode).filter(|_| kill) {
+            Some(mode) => {
+                let sa = SetAttr {
+                    mode: Some(mode),
+                    ..sa.clone()
+                };
+                self.fs.setattr(ino, &sa).map_err(fail)
+            }
+            None => self.fs.setattr(ino, sa).map_err(fail),
+        }
     }
 
     /// Open for write takes the inode's EXCLUSIVE lock (EBUSY while
@@ -119,8 +130,19 @@ impl VmfsFuse {
         self.fs.read(fh, off, len as usize).map_err(fail)
     }
 
-    pub(super) fn do_write(&self, fh: u64, off: u64, data: &[u8]) -> Res<u32> {
+    /// `kill`: the writer lacks CAP_FSETID, clear the set-ID bits first.
+    pub(super) fn do_write(
+        &self,
+        ino: u64,
+        fh: u64,
+        off: u64,
+        data: &[u8],
+        kill: bool,
+    ) -> Res<u32> {
         self.gate_check()?;
+        if kill {
+            self.kill_suid(ino)?;
+        }
         let n = self.fs.write(fh, off, data).map_err(fail)?;
         Ok(u32::try_from(n).unwrap_or(u32::MAX))
     }

@@ -19,6 +19,7 @@
 mod attr;
 mod dispatch;
 mod file;
+mod killpriv;
 mod namespace;
 mod nodes;
 mod session;
@@ -102,6 +103,8 @@ pub struct VmfsFuse {
     nodes: Nodes,
     ttl: Duration,
     open_busy_wait: Duration,
+    /// FUSE_HANDLE_KILLPRIV_V2 was negotiated: we clear set-ID bits.
+    kill_priv: bool,
     /// File block size (st_blksize).
     block_size: u32,
     /// Told when the kernel ends the session (an outside `umount`).
@@ -143,6 +146,7 @@ impl VmfsFuse {
             nodes: Nodes::default(),
             ttl: opts.ttl,
             open_busy_wait: opts.open_busy_wait,
+            kill_priv: false,
             block_size: u32::try_from(block_size).unwrap_or(u32::MAX),
             on_destroy: Mutex::new(None),
         })
