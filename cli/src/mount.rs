@@ -4,11 +4,12 @@
 //! mount removed. A fenced host fails every request with EIO, unmounts and
 //! exits with status 3.
 
+use crate::process::watch_host_events;
 use std::path::PathBuf;
 use std::sync::mpsc;
 use std::time::Duration;
 
-use vmfs::cluster::{Host, HostConfig, HostEvent, Timeouts};
+use vmfs::cluster::{Host, HostConfig, Timeouts};
 use vmfs::disk::swap::Reclaimer;
 use vmfs::fs::Fs;
 use vmfs::fuse::{FuseOptions, Unmounted};
@@ -150,18 +151,8 @@ pub fn run(a: &MountArgs) -> Result<(), String> {
         let _ = tx.send(Stop::Signal(wait_signal(&set)));
     });
     let tx = stop_tx.clone();
-    std::thread::spawn(move || {
-        while let Ok(ev) = host_rx.recv() {
-            match ev {
-                HostEvent::Fenced(why) => {
-                    let _ = tx.send(Stop::Fenced(why));
-                    return;
-                }
-                HostEvent::Recovered { slot, records } => {
-                    println!("vmfs mount: recovered dead host slot {slot} ({records} journal records replayed)");
-                }
-            }
-        }
+    watch_host_events(host_rx, Some("vmfs mount: ".into()), move |why| {
+        let _ = tx.send(Stop::Fenced(why));
     });
     std::thread::spawn(move || {
         if destroy_rx.recv().is_ok() {

@@ -29,3 +29,31 @@ pub fn wait_signal(set: &libc::sigset_t) -> libc::c_int {
     unsafe { libc::sigwait(set, &mut sig) };
     sig
 }
+
+/// Watch a host's events on their own thread: with `who`, each recovery of
+/// a dead host is reported as `"{who}recovered dead host slot …"`; the first
+/// fencing calls `on_fenced` (once) and ends the watch.
+pub fn watch_host_events(
+    events: std::sync::mpsc::Receiver<vmfs::cluster::HostEvent>,
+    who: Option<String>,
+    on_fenced: impl FnOnce(String) + Send + 'static,
+) {
+    use vmfs::cluster::HostEvent;
+    std::thread::spawn(move || {
+        while let Ok(ev) = events.recv() {
+            match ev {
+                HostEvent::Fenced(why) => {
+                    on_fenced(why);
+                    return;
+                }
+                HostEvent::Recovered { slot, records } => {
+                    if let Some(who) = &who {
+                        println!(
+                            "{who}recovered dead host slot {slot} ({records} journal records replayed)"
+                        );
+                    }
+                }
+            }
+        }
+    });
+}

@@ -5,10 +5,10 @@
 //! (its lock released) and leave the volume cleanly. A fenced host stops
 //! serving at once and exits 3.
 
+use crate::process::watch_host_events;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use vmfs::cluster::HostEvent;
 use vmfs::disk::{DiskLock, DiskOptions, VirtualDisk};
 use vmfs_vhost_blk::{serve, shutdown_on_signals, BackendError, BackendResult, BlockBackend};
 use vmfs_vhost_blk::{ServeOptions, ShutdownHandle};
@@ -143,14 +143,9 @@ pub fn run(a: &ServeDiskArgs) -> Result<(), String> {
     let (tx, rx) = std::sync::mpsc::channel();
     s.host.subscribe(tx);
     let fence_stop = shutdown.clone();
-    std::thread::spawn(move || {
-        while let Ok(ev) = rx.recv() {
-            if let HostEvent::Fenced(why) = ev {
-                eprintln!("vmfs serve-disk: this host was fenced: {why}; stopping");
-                fence_stop.shutdown();
-                return;
-            }
-        }
+    watch_host_events(rx, None, move |why| {
+        eprintln!("vmfs serve-disk: this host was fenced: {why}; stopping");
+        fence_stop.shutdown();
     });
     println!(
         "vmfs serve-disk: {} ({} bytes, {:?}) on {} — {} queue(s); Ctrl-C to stop",

@@ -7,9 +7,9 @@
 //! is created, released and kept, for a VMM to take over
 //! (`vmfs::disk::swap::SwapFile::open`) and `swap delete` to remove.
 
+use crate::process::watch_host_events;
 use std::sync::mpsc;
 
-use vmfs::cluster::HostEvent;
 use vmfs::disk::swap::{delete_swap, Reclaimer, SwapFile};
 
 use crate::process::{block_signals, wait_signal};
@@ -115,13 +115,8 @@ fn create(a: &CreateArgs) -> Result<(), String> {
     let (htx, hrx) = mpsc::channel();
     s.host.subscribe(htx);
     let t2 = tx.clone();
-    std::thread::spawn(move || {
-        while let Ok(ev) = hrx.recv() {
-            if let HostEvent::Fenced(why) = ev {
-                let _ = t2.send(Some(why));
-                return;
-            }
-        }
+    watch_host_events(hrx, None, move |why| {
+        let _ = t2.send(Some(why));
     });
     std::thread::spawn(move || {
         wait_signal(&set);

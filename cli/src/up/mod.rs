@@ -9,11 +9,12 @@ pub mod config;
 mod services;
 pub mod state;
 
+use crate::process::watch_host_events;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 
-use vmfs::cluster::{Host, HostConfig, HostEvent};
+use vmfs::cluster::{Host, HostConfig};
 use vmfs::fs::Fs;
 use vmfs::volume::{mkfs, MkfsOptions, Volume};
 
@@ -279,19 +280,13 @@ pub fn run(a: &UpArgs) -> Result<(), String> {
     // disk, as this host surely did too) everything stops.
     let (nfs_events_tx, nfs_events_rx) = mpsc::channel();
     let tx = stop_tx.clone();
-    std::thread::spawn(move || {
-        while let Ok(ev) = nfs_events_rx.recv() {
-            match ev {
-                HostEvent::Fenced(why) => {
-                    let _ = tx.send(Stop::Fenced(format!("the NFS gateway host: {why}")));
-                    return;
-                }
-                HostEvent::Recovered { slot, records } => println!(
-                    "vmfs up: NFS gateway recovered dead host slot {slot} ({records} journal records replayed)"
-                ),
-            }
-        }
-    });
+    watch_host_events(
+        nfs_events_rx,
+        Some("vmfs up: NFS gateway ".into()),
+        move |why| {
+            let _ = tx.send(Stop::Fenced(format!("the NFS gateway host: {why}")));
+        },
+    );
     let host_name = c.host_name.clone().unwrap_or_else(machine_name);
     let nfs = match &c.nfs {
         None => {
@@ -332,18 +327,8 @@ pub fn run(a: &UpArgs) -> Result<(), String> {
         let _ = tx.send(Stop::Signal(wait_signal(&set)));
     });
     let tx = stop_tx.clone();
-    std::thread::spawn(move || {
-        while let Ok(ev) = host_rx.recv() {
-            match ev {
-                HostEvent::Fenced(why) => {
-                    let _ = tx.send(Stop::Fenced(why));
-                    return;
-                }
-                HostEvent::Recovered { slot, records } => println!(
-                    "vmfs up: recovered dead host slot {slot} ({records} journal records replayed)"
-                ),
-            }
-        }
+    watch_host_events(host_rx, Some("vmfs up: ".into()), move |why| {
+        let _ = tx.send(Stop::Fenced(why));
     });
     if fuse.is_some() {
         std::thread::spawn(move || {
