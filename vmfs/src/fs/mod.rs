@@ -21,6 +21,7 @@ mod lockmode;
 mod namespace;
 pub mod offline;
 mod orphan;
+mod promote;
 mod thick;
 mod xattr;
 
@@ -28,6 +29,8 @@ mod xattr;
 mod tests;
 #[cfg(test)]
 mod tests_multi;
+#[cfg(test)]
+mod tests_small;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -38,7 +41,7 @@ use crate::cluster::{HeldLock, Host};
 use crate::format::LockMode;
 
 pub use alloc::Allocator;
-pub use bmap::FileMap;
+pub use bmap::{data_kind, is_small_file, small_limit_blocks, FileMap};
 pub use change::Change;
 pub use dir::DirEntry;
 pub use error::{FsError, FsResult};

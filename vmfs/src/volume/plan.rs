@@ -1,7 +1,9 @@
 //! Where everything goes: the pure arithmetic that turns a device size and
 //! mkfs options into a [`Header`]. No I/O here.
 
-use crate::format::header::{Header, ResourceRegion, TimeoutMinimums, FORMAT_VERSION, META_BLOCK};
+use crate::format::header::{
+    Header, ResourceRegion, TimeoutMinimums, FEATURE_SMALL_FILES, FORMAT_VERSION, META_BLOCK,
+};
 use crate::format::{cluster, ResourceKind, MAX_HOSTS, SECTOR};
 
 const MIB: u64 = 1 << 20;
@@ -219,6 +221,7 @@ fn try_plan(size: u64, o: &MkfsOptions, uuid: [u8; 16], now_ns: u64) -> Option<H
     regions[ResourceKind::PointerBlock.index()] = ptr_r;
     let h = Header {
         version: FORMAT_VERSION,
+        features: FEATURE_SMALL_FILES,
         uuid,
         label: o.label.clone(),
         volume_size,
