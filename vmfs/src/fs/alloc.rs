@@ -193,17 +193,17 @@ impl Allocator {
                 None => self.acquire_free(kind)?,
             },
         };
-        let i = match self.free_not_pending(kind, c, ch) {
-            Some(i) => i,
+        let (c, i) = match self.free_not_pending(kind, c, ch) {
+            Some(i) => (c, i),
             None => {
                 // Every free block here waits for its discard.
                 self.discards.drain();
-                self.free_not_pending(kind, c, ch).ok_or_else(|| {
-                    FsError::NoSpace(format!(
-                        "the only free {} were freed by this change",
-                        kind.name()
-                    ))
-                })?
+                match self.free_not_pending(kind, c, ch) {
+                    Some(i) => (c, i),
+                    // The only free ones here are freed by this change (a
+                    // block replaced in a full cluster): use another cluster.
+                    None => self.elsewhere(kind, c, ch)?,
+                }
             }
         };
         let h = self.held.get_mut(&(kind, c)).expect("held above");
@@ -211,6 +211,32 @@ impl Allocator {
         h.last_used = Instant::now();
         ch.clusters.insert((kind.code(), c));
         Ok(h.header.first_resource + u64::from(i))
+    }
+
+    /// A usable free resource of `kind` outside cluster `not`: in another
+    /// held cluster, else in a newly acquired one.
+    fn elsewhere(&mut self, kind: ResourceKind, not: u32, ch: &Change) -> FsResult<(u32, u32)> {
+        let held: Vec<u32> = self
+            .held
+            .keys()
+            .filter(|&&(k, c)| k == kind && c != not)
+            .map(|&(_, c)| c)
+            .collect();
+        if let Some(found) = held
+            .into_iter()
+            .find_map(|c| self.free_not_pending(kind, c, ch).map(|i| (c, i)))
+        {
+            return Ok(found);
+        }
+        let c = self.acquire_free(kind)?;
+        self.free_not_pending(kind, c, ch)
+            .map(|i| (c, i))
+            .ok_or_else(|| {
+                FsError::NoSpace(format!(
+                    "the only free {} were freed by this change",
+                    kind.name()
+                ))
+            })
     }
 
     /// A free resource of held cluster `c` whose discard is not pending

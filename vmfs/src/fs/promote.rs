@@ -15,8 +15,10 @@
 //!    is recounted, the file block is allocated and the small blocks freed
 //!    in their cluster bitmaps.
 //!
-//! The commit flushes before its commit record, so the copy is durable
-//! before any map names it. A crash before the commit leaves the old map
+//! The copy is flushed before the transaction's record is written (the
+//! record and the copy must not share one flush: the record could land
+//! without the copy), so the copy is durable before any map names it. A
+//! crash before the commit leaves the old map
 //! and the old small blocks intact and the file block free (its bytes are
 //! garbage in a free block); after it, the new map. Freed small blocks are
 //! discarded after the commit, like any freed data block. Promotion is one
@@ -114,6 +116,12 @@ impl Inner {
                     }
                 }
                 ctx.dev.write_at(&buf, map.data_addr(ctx, a))?;
+                // The journal record and the copy would otherwise share
+                // one flush: a crash could land the record without the
+                // copy, and the switched map would name unwritten bytes
+                // of data that was already promised (the crash sweep
+                // finds exactly that).
+                ctx.dev.flush()?;
             }
             Some(a)
         };
