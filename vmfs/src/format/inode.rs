@@ -311,6 +311,26 @@ mod tests {
             })
     }
 
+    #[test]
+    fn small_blocks_flag_only_on_regular_files_with_a_map() {
+        let mut f = Inode::new(4096 + 512, 1, 1, S_IFREG | 0o644);
+        f.flags = FLAG_SMALL_BLOCKS;
+        f.direct[0] = BlockAddr::new(ResourceKind::SmallBlock, 3).encode();
+        assert_eq!(Inode::decode(&f.encode(), f.addr).unwrap(), f);
+        let mut d = f.clone();
+        d.mode = 0o040_755;
+        let e = Inode::decode(&d.encode(), d.addr).unwrap_err().to_string();
+        assert!(e.contains("SMALL_BLOCKS"), "{e}");
+        let mut i = Inode::new(4096 + 512, 1, 1, S_IFREG | 0o644);
+        i.flags = FLAG_SMALL_BLOCKS | FLAG_INLINE;
+        i.inline = b"x".to_vec();
+        assert!(Inode::decode(&i.encode(), i.addr).is_err());
+        let mut u = Inode::new(4096 + 512, 1, 1, S_IFREG | 0o644);
+        u.flags = 4;
+        let e = Inode::decode(&u.encode(), u.addr).unwrap_err().to_string();
+        assert!(e.contains("unknown flags 0x4"), "{e}");
+    }
+
     proptest! {
         #[test]
         fn round_trip(ino in inode()) {

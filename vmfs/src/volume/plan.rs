@@ -290,6 +290,20 @@ mod tests {
     }
 
     #[test]
+    fn new_volumes_have_small_files_and_unknown_features_are_refused() {
+        let h = plan(4 << 30, &opts(), [1; 16], 0).unwrap();
+        assert_eq!(h.features, FEATURE_SMALL_FILES);
+        let mut b = h.encode(0);
+        crate::format::block::put_u32(&mut b, 20, FEATURE_SMALL_FILES | 0x10);
+        crate::format::block::seal(&mut b, crate::format::header::HEADER_MAGIC, 0);
+        let e = Header::decode(&b, 0).unwrap_err().to_string();
+        assert!(e.contains("incompatible features 0x11"), "{e}");
+        let mut old = h.clone();
+        old.features = 0;
+        assert_eq!(Header::decode(&old.encode(0), 0).unwrap(), old);
+    }
+
+    #[test]
     fn small_volume_has_several_clusters_per_kind() {
         let h = plan(4 << 30, &opts(), [1; 16], 0).unwrap();
         for r in &h.regions {
