@@ -293,3 +293,73 @@ fn a_volume_without_the_feature_keeps_files_in_file_blocks() {
     stop(fs);
     r.check();
 }
+
+#[test]
+fn a_reader_on_another_host_follows_a_promotion() {
+    let r = Rig::new(256 << 20, None);
+    let (a, b) = (r.fs("a"), r.fs("b"));
+    let f = a.create(a.root(), b"f", 0o644, 0, 0).unwrap();
+    let wa = a.open(f.ino, true).unwrap();
+    let d0 = pattern(11, 100_000);
+    a.write(wa, 0, &d0).unwrap();
+    a.fsync(wa).unwrap();
+    // B reads without a lock (A writes), re-reading the map each time.
+    let rb = b.open(f.ino, false).unwrap();
+    assert_eq!(b.read(rb, 0, d0.len()).unwrap(), d0);
+    assert_eq!(b.getattr(f.ino).unwrap().allocated, 2 * SB);
+    let d1 = pattern(12, 3000);
+    a.write(wa, 5 * FB, &d1).unwrap();
+    a.fsync(wa).unwrap();
+    assert_eq!(
+        b.read(rb, 0, d0.len()).unwrap(),
+        d0,
+        "copied by the promotion"
+    );
+    assert_eq!(b.read(rb, 5 * FB, 3000).unwrap(), d1);
+    assert_eq!(b.getattr(f.ino).unwrap().allocated, 2 * FB);
+    a.close(wa).unwrap();
+    b.close(rb).unwrap();
+    stop(a);
+    stop(b);
+    r.check();
+}
+
+#[test]
+fn thick_inflation_keeps_small_files_small_below_the_limit_and_promotes_past_it() {
+    let r = Rig::new(256 << 20, None);
+    let fs = r.fs("a");
+    let root = fs.root();
+    // Inside the limit: small blocks, eager-zeroed; a multi-writer open works.
+    let s = fs.create(root, b"s", 0o644, 0, 0).unwrap();
+    let fh = fs.open(s.ino, true).unwrap();
+    fs.write(fh, 0, b"small").unwrap();
+    fs.setattr(
+        s.ino,
+        &SetAttr {
+            size: Some(3 * SB),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    fs.materialize(fh, 0, 3 * SB).unwrap();
+    assert_eq!(fs.getattr(s.ino).unwrap().allocated, 3 * SB);
+    fs.close(fh).unwrap();
+    let mw = fs.open_multi_writer(s.ino).unwrap();
+    mw.write_at(2 * SB, &[7u8; 512]).unwrap();
+    let mut got = vec![0u8; 512];
+    mw.read_at(0, &mut got).unwrap();
+    assert_eq!(&got[..5], b"small");
+    mw.close().unwrap();
+    // Past the limit: promoted first, then whole file blocks.
+    let t = fs.create(root, b"t", 0o644, 0, 0).unwrap();
+    let fh = fs.open(t.ino, true).unwrap();
+    let d = pattern(13, 5000);
+    fs.write(fh, 0, &d).unwrap();
+    fs.materialize(fh, 0, 3 * FB).unwrap();
+    assert_eq!(fs.getattr(t.ino).unwrap().allocated, 3 * FB);
+    assert_eq!(flags(&r, t.ino) & FLAG_SMALL_BLOCKS, 0);
+    assert_eq!(fs.read(fh, 0, 5000).unwrap(), d);
+    fs.close(fh).unwrap();
+    stop(fs);
+    r.check();
+}
