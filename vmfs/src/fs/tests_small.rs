@@ -236,20 +236,33 @@ fn a_full_small_block_region_falls_back_to_file_blocks() {
                 .ino
         })
         .collect();
+    let t3 = fs.create(root, b"t3", 0o644, 0, 0).unwrap();
     let h2 = fs.open(t2.ino, true).unwrap();
     let mut want2 = pattern(8, (100 << 10) as usize);
     fs.write(h2, 0, &want2).unwrap();
-    for &ino in &fillers {
-        if small_free(&r) == 0 {
-            break;
+    let mut fillers = fillers.into_iter();
+    let mut fill_to = |left: u64| {
+        while small_free(&r) > left {
+            let ino = fillers.next().expect("enough fillers");
+            let fh = fs.open(ino, true).unwrap();
+            // Never more than is free: a filler that ran out would be promoted.
+            let d = pattern(ino, ((small_free(&r) - left).min(15) * SB) as usize);
+            assert_eq!(fs.write(fh, 0, &d).unwrap(), d.len());
+            assert_eq!(fs.read(fh, 0, d.len()).unwrap(), d);
+            fs.close(fh).unwrap();
         }
-        let fh = fs.open(ino, true).unwrap();
-        // Never more than is free: a filler that ran out would be promoted.
-        let d = pattern(ino, (small_free(&r).min(15) * SB) as usize);
-        assert_eq!(fs.write(fh, 0, &d).unwrap(), d.len());
-        assert_eq!(fs.read(fh, 0, d.len()).unwrap(), d);
-        fs.close(fh).unwrap();
-    }
+    };
+    // Two small blocks left: a write needing five fills them, then the
+    // file is promoted (the two copied) and the write finishes.
+    fill_to(2);
+    let h3 = fs.open(t3.ino, true).unwrap();
+    let d3 = pattern(10, (300 << 10) as usize);
+    assert_eq!(fs.write(h3, 0, &d3).unwrap(), d3.len());
+    assert_eq!(fs.read(h3, 0, d3.len()).unwrap(), d3);
+    assert_eq!(fs.getattr(t3.ino).unwrap().allocated, FB);
+    assert_eq!(small_free(&r), 2, "the two went back at the promotion");
+    fs.close(h3).unwrap();
+    fill_to(0);
     assert_eq!(small_free(&r), 0, "the fillers used every small block");
     // A new small file lands in a file block.
     let f0 = file_free(&r);
