@@ -28,6 +28,8 @@ mod xattr;
 mod tests;
 #[cfg(test)]
 mod tests_multi;
+#[cfg(test)]
+mod tests_torn;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
