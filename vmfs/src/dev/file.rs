@@ -170,11 +170,7 @@ impl FileDev {
             .unwrap_or_else(|e| e.into_inner());
         let e = map.entry(addr).or_insert((0, None));
         if e.0 == 0 {
-            e.1 = Some(sys::OfdRangeLock::acquire_shared(
-                self.file.as_raw_fd(),
-                addr,
-                512,
-            )?);
+            e.1 = Some(sys::OfdRangeLock::shared(self.file.as_raw_fd(), addr, 512)?);
         }
         e.0 += 1;
         Ok(())
@@ -340,7 +336,7 @@ impl BlockDev for FileDev {
         let fd = self.file.as_raw_fd();
         let err = |e| self.io_err(DevOp::CompareAndWrite, offset, len, e);
         let _in_process = self.range_rw.write().unwrap_or_else(|e| e.into_inner());
-        let _range = sys::OfdRangeLock::acquire(fd, offset, len).map_err(err)?;
+        let _range = sys::OfdRangeLock::exclusive(fd, offset, len).map_err(err)?;
         let mut current = vec![0u8; new.len()];
         self.engine
             .read_exact_at(fd, &mut current, offset)

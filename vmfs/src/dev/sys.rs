@@ -1,5 +1,6 @@
 //! Thin wrappers over the Linux calls the file backend needs: block-device
-//! ioctls, fallocate, fdatasync and open-file-description (OFD) range locks.
+//! ioctls, fallocate and fdatasync; the open-file-description (OFD) range locks
+//! are the iSCSI target's.
 
 use std::io;
 use std::os::fd::RawFd;
@@ -76,75 +77,10 @@ pub fn fdatasync(fd: RawFd) -> io::Result<()> {
     }
 }
 
-/// An OFD write lock on a byte range, released on drop. OFD locks belong to
-/// the open file description, so they exclude other processes (and other
-/// descriptions in this process) but not threads sharing this description:
-/// callers pair it with an in-process mutex.
-#[derive(Debug)]
-pub struct OfdRangeLock {
-    fd: RawFd,
-    offset: u64,
-    len: u64,
-}
-
-fn ofd(fd: RawFd, kind: libc::c_short, offset: u64, len: u64, cmd: libc::c_int) -> io::Result<()> {
-    // SAFETY: flock is a plain C struct; all-zero is a valid value.
-    let mut fl: libc::flock = unsafe { std::mem::zeroed() };
-    fl.l_type = kind;
-    fl.l_whence = libc::SEEK_SET as libc::c_short;
-    fl.l_start = libc::off_t::try_from(offset).map_err(|_| io::Error::other("offset too large"))?;
-    fl.l_len = libc::off_t::try_from(len).map_err(|_| io::Error::other("length too large"))?;
-    fl.l_pid = 0; // required for OFD locks
-    loop {
-        // SAFETY: fcntl with F_OFD_SETLK(W) reads the flock struct we pass,
-        // which lives across the call.
-        let r = unsafe { libc::fcntl(fd, cmd, &fl as *const libc::flock) };
-        if r == 0 {
-            return Ok(());
-        }
-        let e = io::Error::last_os_error();
-        if e.kind() != io::ErrorKind::Interrupted {
-            return Err(e);
-        }
-    }
-}
-
-impl OfdRangeLock {
-    /// Block until the range is read-locked (shared).
-    pub fn acquire_shared(fd: RawFd, offset: u64, len: u64) -> io::Result<Self> {
-        ofd(
-            fd,
-            libc::F_RDLCK as libc::c_short,
-            offset,
-            len,
-            libc::F_OFD_SETLKW,
-        )?;
-        Ok(OfdRangeLock { fd, offset, len })
-    }
-
-    /// Block until the range is write-locked.
-    pub fn acquire(fd: RawFd, offset: u64, len: u64) -> io::Result<Self> {
-        ofd(
-            fd,
-            libc::F_WRLCK as libc::c_short,
-            offset,
-            len,
-            libc::F_OFD_SETLKW,
-        )?;
-        Ok(OfdRangeLock { fd, offset, len })
-    }
-}
-
-impl Drop for OfdRangeLock {
-    fn drop(&mut self) {
-        // Unlocking cannot meaningfully fail on a valid descriptor; and closing
-        // the description would release it anyway.
-        let _ = ofd(
-            self.fd,
-            libc::F_UNLCK as libc::c_short,
-            self.offset,
-            self.len,
-            libc::F_OFD_SETLK,
-        );
-    }
-}
+/// OFD byte-range locks: the very type the iSCSI target takes on a file it
+/// serves, so a `FileDev` host and a host reaching the same file through
+/// the target follow one locking rule (exclusive around compare-and-write,
+/// shared around fenced writes). OFD locks belong to the open file
+/// description: they exclude other processes and descriptions, not threads
+/// sharing ours, so callers pair them with an in-process mutex.
+pub use iscsi_target::scsi::ofd::OfdRangeLock;

@@ -183,9 +183,10 @@ impl FileMap {
     fn ptr(&mut self, ctx: &Ctx, raw: u64, level: u8) -> FsResult<&mut PointerBlock> {
         let addr = self.ptr_addr(ctx, raw)?;
         if !self.ptrs.contains_key(&addr) {
-            let mut b = vec![0u8; self.ptr_size as usize];
-            ctx.dev.read_at(&mut b, addr)?;
-            let p = PointerBlock::decode(&b, addr)?;
+            // Unheld (another host writes the file): a torn read is retried.
+            let p = ctx.read_decoded(addr, self.ptr_size as usize, |b| {
+                Ok(PointerBlock::decode(b, addr)?)
+            })?;
             if p.owner != self.inode.ino || p.level != level {
                 return Err(self.corrupt(format!(
                     "pointer block at {addr} belongs to inode {} at level {}, expected level {level}",

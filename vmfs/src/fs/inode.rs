@@ -1,6 +1,8 @@
 //! Inodes: reading a body, allocating a number (lock record and body
 //! written), attributes as the POSIX layer sees them.
 
+use std::time::Duration;
+
 use crate::cluster::sector_cas::{cas_sector, nonce, read_sector, SectorCas};
 use crate::cluster::{HeldLock, Host, HostDev};
 use crate::dev::BlockDev;
@@ -11,6 +13,11 @@ use crate::volume::Volume;
 use super::alloc::Allocator;
 use super::change::Change;
 use super::error::{FsError, FsResult};
+
+/// How long a block that fails to decode is re-read before it is called
+/// corrupt: a torn read (racing another host's in-place write) heals in
+/// microseconds; real damage stays.
+pub const TORN_READ_PATIENCE: Duration = Duration::from_millis(16);
 
 /// What an operation needs to reach the disk as this host.
 #[derive(Debug, Clone)]
@@ -49,16 +56,44 @@ impl Ctx {
     pub fn read_inode(&self, ino: u64) -> FsResult<Inode> {
         self.check_ino(ino)?;
         let addr = self.vol.inode_addr(ino) + SECTOR as u64;
-        let mut b = vec![0u8; INODE_BODY_LEN];
-        self.dev.read_at(&mut b, addr)?;
-        let i = Inode::decode(&b, addr)?;
-        if i.ino != ino {
-            return Err(FsError::Corrupt {
-                ino,
-                why: format!("inode body at {addr} names inode {}", i.ino),
-            });
+        self.read_decoded(addr, INODE_BODY_LEN, |b| {
+            let i = Inode::decode(b, addr)?;
+            if i.ino != ino {
+                return Err(FsError::Corrupt {
+                    ino,
+                    why: format!("inode body at {addr} names inode {}", i.ino),
+                });
+            }
+            Ok(i)
+        })
+    }
+
+    /// Read `len` bytes at `addr` and decode them.
+    ///
+    /// Another host may be writing this block in place right now (it holds
+    /// the lock that protects it; we do not), and a read racing a write can
+    /// return a mix of old and new bytes. The checksum catches that, so a
+    /// block that fails to decode is read again a few times, over about
+    /// [`TORN_READ_PATIENCE`], before it is called corrupt.
+    pub fn read_decoded<T>(
+        &self,
+        addr: u64,
+        len: usize,
+        decode: impl Fn(&[u8]) -> FsResult<T>,
+    ) -> FsResult<T> {
+        let mut b = vec![0u8; len];
+        let mut pause = Duration::ZERO;
+        loop {
+            self.dev.read_at(&mut b, addr)?;
+            match decode(&b) {
+                Err(e) if pause < TORN_READ_PATIENCE => {
+                    tracing::debug!(addr, error = %e, "block did not decode; reading again");
+                    std::thread::sleep(pause);
+                    pause = (pause * 2).max(Duration::from_micros(500));
+                }
+                r => return r,
+            }
         }
-        Ok(i)
     }
 
     /// The current lock record of inode `ino`.

@@ -31,6 +31,8 @@ mod tests;
 mod tests_multi;
 #[cfg(test)]
 mod tests_small;
+#[cfg(test)]
+mod tests_torn;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};

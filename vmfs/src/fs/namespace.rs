@@ -46,12 +46,15 @@ impl Inner {
                 && !before.holders.contains(&me)
                 && self.ctx.host.holders_present(&before.holders)?;
             if !busy {
-                let inode = self.ctx.read_inode(ino)?;
-                if !is_dir(inode.mode) {
-                    return Err(FsError::NotDir(ino));
-                }
-                let mut map = FileMap::new(&self.ctx, inode, None);
-                let r = f(&mut map);
+                // A block that fails to decode may be torn by the holder's
+                // in-place write: judged only once the generation is known
+                // not to have moved.
+                let r = self.ctx.read_inode(ino).and_then(|inode| {
+                    if !is_dir(inode.mode) {
+                        return Err(FsError::NotDir(ino));
+                    }
+                    f(&mut FileMap::new(&self.ctx, inode, None))
+                });
                 let after = self.ctx.read_lock(ino)?;
                 if after.lock_gen == before.lock_gen {
                     return r;
