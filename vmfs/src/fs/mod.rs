@@ -382,11 +382,21 @@ impl Inner {
                 }
             }
         }
-        let l = match self
-            .ctx
-            .host
-            .lock(addr, ino, LockMode::Exclusive, self.lock_wait)
-        {
+        // While we wait, the holder may be waiting for a resource cluster
+        // we keep: let it have those it asks for.
+        let alloc = &mut st.alloc;
+        let mut yield_clusters = || {
+            if let Err(e) = alloc.yield_wanted() {
+                tracing::debug!("letting go of wanted clusters: {e}");
+            }
+        };
+        let l = match self.ctx.host.lock_with(
+            addr,
+            ino,
+            LockMode::Exclusive,
+            self.lock_wait,
+            &mut yield_clusters,
+        ) {
             Ok(l) => l,
             Err(crate::cluster::ClusterError::Busy { holders, .. }) => {
                 return Err(FsError::Busy {
@@ -465,7 +475,7 @@ impl Inner {
             ch.run(&self.ctx.host)
         })();
         if r.is_ok() {
-            st.alloc.discard_later(std::mem::take(&mut ch.discard));
+            st.alloc.committed(&mut ch);
         }
         if r.is_err() {
             st.alloc.invalidate(&ch);

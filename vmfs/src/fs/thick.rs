@@ -64,6 +64,7 @@ impl Fs {
                             .ctx
                             .dev
                             .write_zeroes(o.map.data_addr(&inner.ctx, a), bs)?;
+                        ch.data_written();
                         o.map
                             .set(&inner.ctx, &mut st.alloc, &mut ch, b, a.encode())?;
                     }
