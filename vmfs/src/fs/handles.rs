@@ -255,10 +255,13 @@ impl Fs {
         }
         let mut o = st.open.remove(&ino).expect("open file of a handle");
         // Partial sectors are read-modify-written: no overwrite of the same
-        // sectors may be in flight meanwhile.
+        // sectors may be in flight meanwhile. A file not (yet) in file
+        // blocks may have its blocks moved by the write (promotion of a
+        // small file): no read may be in flight then either.
         let data = Arc::clone(&o.data);
         let aligned = off % 512 == 0 && buf.len() % 512 == 0;
-        let _alone = (!aligned).then(|| exclusive(&data));
+        let moves = o.map.data_kind != ResourceKind::FileBlock;
+        let _alone = (!aligned || moves).then(|| exclusive(&data));
         let r = inner.write_locked(&mut st, &mut o.map, off, buf);
         st.open.insert(ino, o);
         r
