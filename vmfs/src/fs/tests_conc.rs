@@ -1,6 +1,7 @@
 //! Reads and overwrites run outside the `Fs` mutex under an open file's
 //! data guard: blocks freed by truncate or punch while readers are in
-//! flight must never show another file's bytes to them.
+//! flight must never show another file's bytes to them, and overwrites in
+//! flight must never land in another file.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -16,15 +17,19 @@ const VICTIM_BLOCKS: u64 = 8;
 const RACE: Duration = Duration::from_secs(4);
 
 /// Fill `fh` with `byte` over `blocks` MiB, stopping quietly at ENOSPC.
-fn fill(fs: &Fs, fh: u64, byte: u8, blocks: u64) {
+/// Returns the bytes written.
+fn fill(fs: &Fs, fh: u64, byte: u8, blocks: u64) -> u64 {
     let chunk = vec![byte; MIB as usize];
+    let mut done = 0;
     for b in 0..blocks {
         match fs.write(fh, b * MIB, &chunk) {
-            Ok(_) => {}
-            Err(FsError::NoSpace(_)) => return,
+            Ok(n) if n == chunk.len() => done += n as u64,
+            Ok(n) => return done + n as u64,
+            Err(FsError::NoSpace(_)) => return done,
             Err(e) => panic!("writing block {b}: {e}"),
         }
     }
+    done
 }
 
 #[test]
@@ -71,15 +76,48 @@ fn readers_never_see_blocks_freed_under_them() {
             fs.close(fh).unwrap();
         }));
     }
-    // Another file takes whatever is free, over and over.
+    // The victim is overwritten in place (4 KiB pieces) through a second
+    // write handle.
+    let overwriter = {
+        let (fs, stop_flag) = (fs.clone(), stop_flag.clone());
+        std::thread::spawn(move || {
+            let fh = fs.open(victim, true).unwrap();
+            let piece = vec![0xAAu8; 4096];
+            let mut i = 0u64;
+            while !stop_flag.load(Ordering::Relaxed) {
+                let off = (i * 7919 % (VICTIM_BLOCKS * 256)) * 4096;
+                match fs.write(fh, off, &piece) {
+                    Ok(_) | Err(FsError::NoSpace(_)) => {}
+                    Err(e) => panic!("overwriting the victim at {off}: {e}"),
+                }
+                i += 1;
+            }
+            fs.close(fh).unwrap();
+        })
+    };
+    // Another file takes whatever is free, over and over, and must read
+    // back only its own bytes.
     let other = {
         let (fs, stop_flag) = (fs.clone(), stop_flag.clone());
         std::thread::spawn(move || {
             let mut rounds = 0u64;
+            let mut buf = Vec::new();
             while !stop_flag.load(Ordering::Relaxed) {
                 let a = fs.create(root, b"other", 0o644, 0, 0).unwrap();
                 let fh = fs.open(a.ino, true).unwrap();
-                fill(&fs, fh, 0xBB, VICTIM_BLOCKS);
+                let written = fill(&fs, fh, 0xBB, VICTIM_BLOCKS);
+                for b in 0..written.div_ceil(MIB) {
+                    let len = (written - b * MIB).min(MIB) as usize;
+                    let n = fs.read_into(fh, b * MIB, len, &mut buf).unwrap();
+                    assert_eq!(n, len, "other file: short read at block {b}");
+                    if let Some(p) = buf[..n].iter().position(|&x| x != 0xBB) {
+                        panic!(
+                            "other file: byte {:#x} at {}: a write to the victim landed here",
+                            buf[p],
+                            b * MIB + p as u64
+                        );
+                    }
+                }
                 fs.close(fh).unwrap();
                 fs.unlink(root, b"other").unwrap();
                 rounds += 1;
@@ -110,7 +148,10 @@ fn readers_never_see_blocks_freed_under_them() {
     for t in threads {
         t.join().expect("a reader saw another file's data");
     }
-    let other_rounds = other.join().unwrap();
+    overwriter.join().expect("overwriting the victim");
+    let other_rounds = other
+        .join()
+        .expect("another file's blocks were written by the victim's writer");
     assert!(round > 10 && other_rounds > 10 && reads.load(Ordering::Relaxed) > 100);
     fs.close(vfh).unwrap();
     stop(fs);
