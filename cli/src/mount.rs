@@ -43,8 +43,8 @@ pub struct MountArgs {
     /// hosts' changes show up after at most this long).
     #[arg(long, default_value_t = 1000)]
     pub attr_timeout_ms: u64,
-    /// Threads reading requests from the kernel (the filesystem still runs
-    /// one operation at a time).
+    /// Threads reading requests from the kernel (reads and overwrites run
+    /// in parallel; metadata operations one at a time).
     #[arg(long, default_value_t = 2)]
     pub threads: usize,
 }

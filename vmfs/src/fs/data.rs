@@ -14,7 +14,7 @@ use super::error::{FsError, FsResult};
 use super::inode::Ctx;
 
 /// Split `off..off+len` into (block number, offset in block, length).
-fn pieces(off: u64, len: u64, bs: u64) -> impl Iterator<Item = (u64, u64, u64)> {
+pub(super) fn pieces(off: u64, len: u64, bs: u64) -> impl Iterator<Item = (u64, u64, u64)> {
     let end = off + len;
     let mut pos = off;
     std::iter::from_fn(move || {

@@ -2,6 +2,8 @@
 //! for read), reads, writes, fsync, fallocate, SEEK_DATA/SEEK_HOLE,
 //! truncation and reclaiming an inode whose last link is gone.
 
+use std::sync::Arc;
+
 use crate::dev::BlockDev;
 use crate::format::inode::FLAG_INLINE;
 use crate::format::{LockMode, ResourceKind};
@@ -11,9 +13,11 @@ use super::change::Change;
 use super::data;
 use super::error::{FsError, FsResult};
 use super::inode::{is_dir, now_ns};
+use super::io;
 use super::orphan::needs_batches;
 use super::{
-    lock_st, Falloc, Fs, Inner, Open, OpenMeta, OpenMode, SetAttr, State, FREE_BATCH, WRITE_BATCH,
+    exclusive, lock_st, shared, DataGuard, Falloc, Fs, Inner, Open, OpenMeta, OpenMode, SetAttr,
+    State, FREE_BATCH, WRITE_BATCH,
 };
 
 impl Fs {
@@ -89,7 +93,15 @@ impl Fs {
                 readers: u32::from(!write),
                 unlinked: false,
             };
-            st.open.insert(ino, Open { map, mode, meta });
+            st.open.insert(
+                ino,
+                Open {
+                    map,
+                    mode,
+                    meta,
+                    data: DataGuard::default(),
+                },
+            );
         }
         let fh = st.next_fh;
         st.next_fh += 1;
@@ -111,6 +123,10 @@ impl Fs {
             o.meta.readers -= 1;
         }
         let left = o.meta.writers + o.meta.readers;
+        // The last close releases the lock (or reclaims the blocks), a
+        // writer's may downgrade it: let I/O in flight on the file finish.
+        let data = Arc::clone(&o.data);
+        let drained = (write || left == 0).then(|| exclusive(&data));
         let mut first_err = None;
         if o.mode == OpenMode::Exclusive && o.map.inode_dirty {
             // Times changed by writes that needed no transaction of their own.
@@ -154,6 +170,7 @@ impl Fs {
                 first_err.get_or_insert(e.into());
             }
         }
+        drop(drained);
         first_err.map_or(Ok(()), Err)
     }
 
@@ -163,6 +180,17 @@ impl Fs {
 
     /// Read up to `len` bytes at `off` (short at end of file).
     pub fn read(&self, fh: u64, off: u64, len: usize) -> FsResult<Vec<u8>> {
+        let mut buf = Vec::new();
+        let n = self.read_into(fh, off, len, &mut buf)?;
+        buf.truncate(n);
+        Ok(buf)
+    }
+
+    /// Read up to `len` bytes at `off` into `buf[..n]`, returning `n`
+    /// (short at end of file). `buf` is grown (never shrunk) as needed, so
+    /// a caller reusing it pays no allocation or zeroing per read. The
+    /// device read runs outside the filesystem mutex (`io.rs`).
+    pub fn read_into(&self, fh: u64, off: u64, len: usize, buf: &mut Vec<u8>) -> FsResult<usize> {
         let mut st = lock_st(&self.inner.st);
         let inner = &*self.inner;
         let (ino, _) = self.handle(&st, fh)?;
@@ -172,23 +200,33 @@ impl Fs {
         }
         let size = o.map.inode.size;
         if off >= size {
-            return Ok(Vec::new());
+            return Ok(0);
         }
         let n = (len as u64).min(size - off) as usize;
-        let mut buf = vec![0u8; n];
+        if buf.len() < n {
+            buf.resize(n, 0);
+        }
+        let out = &mut buf[..n];
         if o.map.inode.flags & FLAG_INLINE != 0 {
             let src = &o.map.inode.inline;
             let s = (off as usize).min(src.len());
             let e = (s + n).min(src.len());
-            buf[..e - s].copy_from_slice(&src[s..e]);
-        } else {
-            data::read(&mut o.map, &inner.ctx, off, &mut buf)?;
+            out[..e - s].copy_from_slice(&src[s..e]);
+            out[e - s..].fill(0);
+            return Ok(n);
         }
-        Ok(buf)
+        let extents = io::for_read(&mut o.map, &inner.ctx, off, n as u64)?;
+        let data = Arc::clone(&o.data);
+        let _reading = shared(&data);
+        drop(st);
+        io::read(&inner.ctx, &extents, out)?;
+        Ok(n)
     }
 
     /// Write `buf` at `off`. Returns the bytes written: short only when the
     /// volume filled up part way (ENOSPC if nothing could be written).
+    /// Overwrites of allocated blocks inside the file do their device I/O
+    /// outside the filesystem mutex (`io.rs`); the rest runs under it.
     pub fn write(&self, fh: u64, off: u64, buf: &[u8]) -> FsResult<usize> {
         let mut st = lock_st(&self.inner.st);
         let inner = &*self.inner;
@@ -196,7 +234,34 @@ impl Fs {
         if !write {
             return Err(FsError::BadHandle(fh));
         }
+        let o = st.open.get_mut(&ino).expect("open file of a handle");
+        let overwrite = if o.mode == OpenMode::Exclusive && o.map.inode.flags & FLAG_INLINE == 0 {
+            io::for_overwrite(&mut o.map, &inner.ctx, off, buf.len() as u64)?
+        } else {
+            None
+        };
+        if let Some(extents) = overwrite {
+            // The times are set now, under the mutex, rather than after the
+            // I/O: a close or fsync that follows the write commits them.
+            let now = now_ns();
+            o.map.inode.mtime_ns = now;
+            o.map.inode.ctime_ns = now;
+            o.map.inode_dirty = true;
+            let data = Arc::clone(&o.data);
+            let _writing = shared(&data);
+            drop(st);
+            io::write(&inner.ctx, &extents, buf)?;
+            return Ok(buf.len());
+        }
         let mut o = st.open.remove(&ino).expect("open file of a handle");
+        // Partial sectors are read-modify-written: no overwrite of the same
+        // sectors may be in flight meanwhile. A file not (yet) in file
+        // blocks may have its blocks moved by the write (promotion of a
+        // small file): no read may be in flight then either.
+        let data = Arc::clone(&o.data);
+        let aligned = off % 512 == 0 && buf.len() % 512 == 0;
+        let moves = o.map.data_kind != ResourceKind::FileBlock;
+        let _alone = (!aligned || moves).then(|| exclusive(&data));
         let r = inner.write_locked(&mut st, &mut o.map, off, buf);
         st.open.insert(ino, o);
         r
@@ -231,6 +296,9 @@ impl Fs {
             return Err(FsError::Invalid(format!("fallocate range {off} (+{len})")));
         }
         let mut o = st.open.remove(&ino).expect("open file of a handle");
+        // Punching frees blocks; allocating changes to-be-zeroed state.
+        let data = Arc::clone(&o.data);
+        let _drained = exclusive(&data);
         let r = inner.fallocate_locked(&mut st, &mut o.map, off, len, mode);
         st.open.insert(ino, o);
         r

@@ -14,7 +14,7 @@ use super::bmap::FileMap;
 use super::change::Change;
 use super::error::{FsError, FsResult};
 use super::inode::file_type;
-use super::{lock_st, Fs, Open, OpenMeta, OpenMode, State};
+use super::{exclusive, lock_st, Fs, Open, OpenMeta, OpenMode, State};
 
 /// A file open MULTI_WRITER on this host. The block map cannot change while
 /// any host holds the lock in this mode (size changes and allocation need
@@ -112,6 +112,9 @@ impl Fs {
         let mut st = lock_st(&self.inner.st);
         let inner = &*self.inner;
         let mut o = exclusive_open(&mut st, ino)?;
+        // The lock is offered away: no I/O on the file may be in flight.
+        let data = std::sync::Arc::clone(&o.data);
+        let _drained = exclusive(&data);
         let r = if o.map.inode_dirty {
             inner.commit(&mut st, Change::new(), &mut [&mut o.map])
         } else {
@@ -194,6 +197,7 @@ impl Fs {
                 map,
                 mode: OpenMode::Exclusive,
                 meta,
+                data: Default::default(),
             },
         );
         let fh = st.next_fh;

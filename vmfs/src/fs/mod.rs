@@ -4,8 +4,10 @@
 //! Every metadata change is one journaled transaction ([`Host::run_txn`])
 //! whose block images carry the generation of the lock that protects them:
 //! an inode's lock (its body, pointer blocks, directory structures), a
-//! cluster's lock (its bitmap). One host runs one operation at a time
-//! (a per-`Fs` mutex); hosts coordinate through the on-disk locks.
+//! cluster's lock (its bitmap). One host runs one metadata operation at a
+//! time (a per-`Fs` mutex); reads and overwrites of allocated blocks do
+//! their device I/O outside it under the open file's data guard
+//! ([`DataGuard`], `io.rs`); hosts coordinate through the on-disk locks.
 
 mod alloc;
 mod bmap;
@@ -17,6 +19,7 @@ mod discard;
 mod error;
 mod handles;
 mod inode;
+mod io;
 mod lockmode;
 mod namespace;
 pub mod offline;
@@ -28,6 +31,8 @@ mod xattr;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
+mod tests_conc;
+#[cfg(test)]
 mod tests_multi;
 #[cfg(test)]
 mod tests_small;
@@ -36,7 +41,7 @@ mod tests_torn;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard, Weak};
 use std::time::Duration;
 
 use crate::cluster::{HeldLock, Host};
@@ -87,11 +92,31 @@ struct OpenMeta {
     unlinked: bool,
 }
 
+/// An open file's data guard. Device I/O done outside the `Fs` mutex
+/// (reads, overwrites of allocated blocks) holds it shared from before the
+/// mutex is dropped until the I/O is done; whatever frees, re-points or
+/// re-zeroes the file's blocks, or lets its lock go (truncate, punch,
+/// fallocate, materialize, the last close, a writer's close, a transfer),
+/// holds it exclusive, so no I/O in flight can touch a block that has been
+/// given to another file. Lock order: the mutex first; the guard is only
+/// ever taken with the mutex held, and nobody takes the mutex while holding
+/// the guard (a shared holder drops it before coming back for the mutex).
+type DataGuard = Arc<RwLock<()>>;
+
+fn shared(g: &RwLock<()>) -> RwLockReadGuard<'_, ()> {
+    g.read().unwrap_or_else(|e| e.into_inner())
+}
+
+fn exclusive(g: &RwLock<()>) -> RwLockWriteGuard<'_, ()> {
+    g.write().unwrap_or_else(|e| e.into_inner())
+}
+
 #[derive(Debug)]
 struct Open {
     map: FileMap,
     mode: OpenMode,
     meta: OpenMeta,
+    data: DataGuard,
 }
 
 #[derive(Debug)]
@@ -132,6 +157,8 @@ struct Locked {
     how: How,
     /// The open-file counts when borrowed from an open file.
     open: Option<OpenMeta>,
+    /// The open file's data guard when borrowed from an open file.
+    data: Option<DataGuard>,
 }
 
 /// A mounted filesystem. Cloning shares it.
@@ -306,7 +333,11 @@ impl Fs {
         let mut st = lock_st(&self.inner.st);
         let inner = &*self.inner;
         let mut l = inner.lock_inode(&mut st, ino)?;
+        // A size change frees or zeroes blocks reads in flight may be on.
+        let data = l.data.clone().filter(|_| sa.size.is_some());
+        let drained = data.as_deref().map(exclusive);
         let r = inner.setattr_locked(&mut st, &mut l.map, sa);
+        drop(drained);
         let attr = Attr::of(&l.map.inode, &inner.ctx.vol);
         inner.release(&mut st, l)?;
         r.map(|_| attr)
@@ -354,6 +385,7 @@ impl Inner {
                         map: o.map,
                         how: How::Open,
                         open: Some(o.meta),
+                        data: Some(o.data),
                     })
                 }
                 OpenMode::Shared => match self.ctx.host.try_lock(addr, ino, LockMode::Exclusive)? {
@@ -363,6 +395,7 @@ impl Inner {
                             map: o.map,
                             how: How::Upgraded,
                             open: Some(o.meta),
+                            data: Some(o.data),
                         });
                     }
                     None => {
@@ -411,6 +444,7 @@ impl Inner {
                 map,
                 how: How::Took,
                 open: None,
+                data: None,
             }),
             Err(e) => {
                 let _ = self.ctx.host.unlock(addr);
@@ -434,6 +468,7 @@ impl Inner {
         let ino = l.map.ino();
         let addr = self.ctx.lock_addr(ino);
         let meta = l.open.unwrap_or_default();
+        let data = l.data.unwrap_or_default();
         match l.how {
             How::Took => self.ctx.host.unlock(addr)?,
             How::Open => {
@@ -443,6 +478,7 @@ impl Inner {
                         map: l.map,
                         mode: OpenMode::Exclusive,
                         meta,
+                        data,
                     },
                 );
             }
@@ -456,6 +492,7 @@ impl Inner {
                         map,
                         mode: OpenMode::Shared,
                         meta,
+                        data,
                     },
                 );
                 r?;

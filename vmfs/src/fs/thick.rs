@@ -7,7 +7,7 @@ use crate::format::BlockAddr;
 
 use super::change::Change;
 use super::error::{FsError, FsResult};
-use super::{lock_st, Fs, WRITE_BATCH};
+use super::{exclusive, lock_st, Fs, WRITE_BATCH};
 
 impl Fs {
     /// Allocate and zero every block of `off..off+len` of the file open for
@@ -26,6 +26,10 @@ impl Fs {
             return Err(FsError::Invalid(format!("range {off} (+{len})")));
         };
         let mut o = st.open.remove(&ino).expect("open file of a handle");
+        // Clearing to-be-zeroed bits: no read in flight may be between
+        // resolving a block as zeros and the zeros reaching it.
+        let data = std::sync::Arc::clone(&o.data);
+        let _drained = exclusive(&data);
         if let Err(e) = inner.promote_for(&mut st, &mut o.map, off, end) {
             st.open.insert(ino, o);
             return Err(e);

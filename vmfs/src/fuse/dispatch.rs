@@ -56,6 +56,11 @@ impl VmfsFuse {
 /// max_pages, 256 pages by default).
 const MAX_IO: u32 = 1 << 20;
 
+thread_local! {
+    /// The read buffer of a session thread.
+    static READ_BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
 impl Filesystem for VmfsFuse {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> io::Result<()> {
         // Each is optional: a kernel without it serves the mount anyway.
@@ -246,10 +251,12 @@ impl Filesystem for VmfsFuse {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        match self.do_read(fh.0, offset, size) {
-            Ok(d) => reply.data(&d),
+        // Each session thread reuses one buffer: no allocation or zeroing
+        // of up to 1 MiB per read (the reply is copied out before return).
+        READ_BUF.with_borrow_mut(|buf| match self.do_read(fh.0, offset, size, buf) {
+            Ok(n) => reply.data(&buf[..n]),
             Err(e) => reply.error(e),
-        }
+        })
     }
 
     fn write(

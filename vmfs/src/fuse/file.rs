@@ -125,9 +125,10 @@ impl VmfsFuse {
         Ok((self.entry(a), fh))
     }
 
-    pub(super) fn do_read(&self, fh: u64, off: u64, len: u32) -> Res<Vec<u8>> {
+    /// Read into `buf[..n]`; returns `n`.
+    pub(super) fn do_read(&self, fh: u64, off: u64, len: u32, buf: &mut Vec<u8>) -> Res<usize> {
         self.gate_check()?;
-        self.fs.read(fh, off, len as usize).map_err(fail)
+        self.fs.read_into(fh, off, len as usize, buf).map_err(fail)
     }
 
     /// `kill`: the writer lacks CAP_FSETID, clear the set-ID bits first.

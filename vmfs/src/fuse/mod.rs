@@ -3,8 +3,11 @@
 //! directly as root; no libfuse).
 //!
 //! Every request becomes one [`Fs`] call; [`FsError::errno`] gives the
-//! reply. Requests may be read by several kernel-facing threads, but `Fs`
-//! runs one operation at a time per host (its mutex), so they are serialized.
+//! reply. Requests are read by several kernel-facing threads: `Fs` runs
+//! one metadata operation at a time per host (its mutex), but reads and
+//! overwrites of allocated blocks do their device I/O outside that mutex,
+//! so several READs of a readahead window (async reads, a 4 MiB window) are
+//! served at once.
 //!
 //! Coherence between hosts: entries and attributes are cached by the kernel
 //! for [`FuseOptions::ttl`]; an open drops the file's page cache (close-to-

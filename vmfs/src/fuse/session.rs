@@ -137,7 +137,7 @@ impl Mounted {
 }
 
 /// Readahead window asked of the kernel for the mount, in KiB.
-const READAHEAD_KB: u32 = 1024;
+const READAHEAD_KB: u32 = 4096;
 
 /// Widen the kernel's readahead window for the mount from the 128 KiB it
 /// offers at FUSE_INIT (and which init cannot raise) to [`READAHEAD_KB`]:
