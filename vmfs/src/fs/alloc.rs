@@ -111,7 +111,16 @@ impl Allocator {
         let addr = self.lock_addr(kind, c);
         let res = cluster_lock_resource(kind, c);
         let lock = if block {
-            match self.host.lock(addr, res, LockMode::Exclusive, self.wait) {
+            // While we wait, the holder may be waiting for a cluster we keep
+            // (one no change of ours is using): let it have it.
+            let host = self.host.clone();
+            let wait = self.wait;
+            let mut yield_clusters = || {
+                if let Err(e) = self.yield_wanted() {
+                    tracing::debug!("letting go of wanted clusters: {e}");
+                }
+            };
+            match host.lock_with(addr, res, LockMode::Exclusive, wait, &mut yield_clusters) {
                 Ok(l) => l,
                 Err(crate::cluster::ClusterError::Busy { .. }) => return Ok(false),
                 Err(e) => return Err(e.into()),
