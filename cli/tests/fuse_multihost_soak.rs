@@ -260,7 +260,13 @@ fn crash_and_take_over(mut victim: MountProc, survivor: &Path, sh: &Shared) -> O
         });
         f.uncertain = true;
         f.epoch += 1;
-        f.version + 1
+        let version = f.version + 1;
+        m.note(
+            id,
+            "driver",
+            format!("host {VICTIM} holds it, writes half of version {version}, no fsync"),
+        );
+        version
     };
     let data = content(id, version);
     if let Err(e) = held.write_all_at(&data[..data.len() / 2], 0) {
@@ -354,6 +360,7 @@ fn crash_and_take_over(mut victim: MountProc, survivor: &Path, sh: &Shared) -> O
         Ok(()) => {
             let mut m = sh.model.lock().unwrap();
             m.files.get_mut(&id).unwrap().holds.clear();
+            m.note(id, "driver", format!("host 0 took it over after {took:?}"));
             m.committed(id, version);
             m.reserved[VICTIM_PIN] = false;
         }

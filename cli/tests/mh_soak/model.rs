@@ -60,6 +60,8 @@ pub struct File {
     /// Writes being set up (bumped before the open).
     pub busy: u32,
     pub holds: Vec<Hold>,
+    /// The last things done to it (printed with a failure about it).
+    pub history: Vec<String>,
 }
 
 pub struct Model {
@@ -72,6 +74,7 @@ pub struct Model {
     pub reserved: Vec<bool>,
     /// How long another host's kernel may show an old name or size.
     pub window: Duration,
+    start: Instant,
 }
 
 pub fn pin_name(i: usize) -> String {
@@ -122,7 +125,27 @@ impl Model {
             next_token: 1,
             reserved: vec![false; PINS],
             window,
+            start: now,
         }
+    }
+
+    /// Add to file `id`'s history.
+    pub fn note(&mut self, id: u64, who: &str, what: String) {
+        let t = self.start.elapsed().as_secs_f64();
+        if let Some(f) = self.files.get_mut(&id) {
+            f.history.push(format!("{t:8.3}s {who}: {what}"));
+            if f.history.len() > 24 {
+                f.history.remove(0);
+            }
+        }
+    }
+
+    /// File `id`'s history, one event a line.
+    pub fn history(&self, id: u64) -> String {
+        self.files
+            .get(&id)
+            .map(|f| f.history.join("\n"))
+            .unwrap_or_default()
     }
 
     pub fn new_id(&mut self) -> u64 {
@@ -221,7 +244,13 @@ impl Model {
                 uncertain: false,
                 busy: 0,
                 holds: Vec::new(),
+                history: Vec::new(),
             },
+        );
+        self.note(
+            id,
+            "model",
+            format!("version {version} at {path}, inode {ino}"),
         );
     }
 
@@ -232,6 +261,7 @@ impl Model {
         f.committed = Instant::now();
         f.uncertain = false;
         f.epoch += 1;
+        self.note(id, "model", format!("version {version} committed"));
     }
 
     fn gone(&mut self, id: u64) {
@@ -250,7 +280,13 @@ impl Model {
         };
         if let Some(Kind::File(old)) = self.kind(dst) {
             self.gone(old);
+            self.note(
+                old,
+                "model",
+                format!("replaced by a rename of {src} to {dst}"),
+            );
         }
+        self.note(id, "model", format!("renamed {src} -> {dst}"));
         self.set_name(dst, Some(Kind::File(id)));
         self.set_name(src, None);
         self.files.get_mut(&id).unwrap().name = dst.into();
@@ -259,6 +295,7 @@ impl Model {
     pub fn unlinked(&mut self, path: &str) {
         if let Some(Kind::File(id)) = self.kind(path) {
             self.gone(id);
+            self.note(id, "model", format!("unlinked {path}"));
         }
         self.set_name(path, None);
     }

@@ -44,7 +44,10 @@ pub fn volume_matches(root: &Path, m: &Model) -> Result<(usize, u64), Vec<String
                     Ok(_) if f.uncertain => {}
                     Ok(got) => {
                         if let Some(why) = mismatch(&got, id, f.version) {
-                            bad.push(format!("{name}: {why}"));
+                            bad.push(format!(
+                                "{name}: {why}\nhistory of file {id}:\n{}",
+                                m.history(id)
+                            ));
                         }
                         files += 1;
                         bytes += got.len() as u64;

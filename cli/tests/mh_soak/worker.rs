@@ -125,6 +125,20 @@ impl Worker {
         }
     }
 
+    fn who(&self) -> String {
+        format!("host {} worker {}", self.host, self.index)
+    }
+
+    fn note(&self, id: u64, what: String) {
+        self.sh.model.lock().unwrap().note(id, &self.who(), what);
+    }
+
+    /// A failure about file `id`: its history is appended.
+    fn fail_file(&self, op: &str, path: &str, id: u64, what: String) {
+        let h = self.sh.model.lock().unwrap().history(id);
+        self.fail(op, path, format!("{what}\nhistory of file {id}:\n{h}"));
+    }
+
     fn fail(&self, op: &str, path: &str, what: String) {
         self.sh.fail(format!(
             "seed {} host {} worker {}: {op} {path}: {what}",
@@ -279,10 +293,18 @@ impl Worker {
         f.busy += 1;
         f.epoch += 1;
         let (version, ino) = (f.version + 1, f.ino);
+        m.note(
+            id,
+            &self.who(),
+            format!("write of version {version} through {path} begins"),
+        );
         drop(m);
         sh.count_op("write");
         match OpenOptions::new().write(true).open(self.root.join(&path)) {
-            Err(e) => self.error("write-open", &path, &e, &[EBUSY], &[ENOENT, ESTALE], racy),
+            Err(e) => {
+                self.note(id, format!("write-open: {}", errno_name(errno(&e))));
+                self.error("write-open", &path, &e, &[EBUSY], &[ENOENT, ESTALE], racy)
+            }
             Ok(f) => self.rewrite_open(&path, f, id, version, ino, racy),
         }
         let mut m = sh.model.lock().unwrap();
@@ -314,6 +336,10 @@ impl Worker {
         };
         if got != ino {
             self.unhold(held, h);
+            self.note(
+                id,
+                format!("write-open reached inode {got} (file {held}); nothing written"),
+            );
             if racy {
                 self.sh.count_race("write-open (stale name)", ESTALE);
             } else {
@@ -333,16 +359,26 @@ impl Worker {
         self.unhold(id, h);
         match r.and_then(|()| close_named(f)) {
             Ok(()) => self.sh.model.lock().unwrap().committed(id, version),
-            Err(e) => self.fail("write+fsync+close", path, format!("{e}")),
+            Err(e) => self.fail_file("write+fsync+close", path, id, format!("{e}")),
         }
     }
 
     fn read(&mut self) {
         let sh = self.sh.clone();
         let m = sh.model.lock().unwrap();
-        let Some(path) = pick(&mut self.rng, &m, |p, n| {
-            matches!(n.kind, Some(Kind::File(_))) && !m.reserved_pin(p)
-        }) else {
+        // Mostly files settled now, so that most reads are compared.
+        let settled_only = self.rng.below(10) < 7;
+        let now = Instant::now();
+        let readable = |p: &str, n: &Name, settled_only: bool| match n.kind {
+            Some(Kind::File(id)) => {
+                !m.reserved_pin(p)
+                    && (!settled_only || (!n.claimed && m.settled(id, now).is_some()))
+            }
+            _ => false,
+        };
+        let path = pick(&mut self.rng, &m, |p, n| readable(p, n, settled_only))
+            .or_else(|| pick(&mut self.rng, &m, |p, n| readable(p, n, false)));
+        let Some(path) = path else {
             drop(m);
             return self.idle();
         };
@@ -393,9 +429,10 @@ impl Worker {
         match (id, s1) {
             (Some(id), Some((version, _))) if s1 == s2 => {
                 if let Some(why) = mismatch(&got, id, version) {
-                    return self.fail(
+                    return self.fail_file(
                         "read",
                         &path,
+                        id,
                         format!("settled file {id} (inode {ino}) read wrong: {why}"),
                     );
                 }
@@ -693,13 +730,24 @@ impl Worker {
             return;
         }
         let version = file.version + 1;
+        m.note(
+            id,
+            &self.who(),
+            format!("pinned write of version {version} holds it"),
+        );
         drop(m);
-        let pause = Duration::from_millis(5 + self.rng.below(45));
+        // vmfs retries a busy open for 300 ms: only a hold longer than
+        // that makes another host's attempt end in EBUSY.
+        let pause = if self.rng.below(3) == 0 {
+            Duration::from_millis(350 + self.rng.below(400))
+        } else {
+            Duration::from_millis(5 + self.rng.below(45))
+        };
         let r = write_version(&f, id, version, pause);
         self.unhold(id, h);
         match r.and_then(|()| close_named(f)) {
             Ok(()) => self.sh.model.lock().unwrap().committed(id, version),
-            Err(e) => self.fail("pin write+fsync+close", path, format!("{e}")),
+            Err(e) => self.fail_file("pin write+fsync+close", path, id, format!("{e}")),
         }
     }
 }
