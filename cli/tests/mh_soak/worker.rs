@@ -577,8 +577,9 @@ impl Worker {
             .iter()
             .map(|c| (stamps(&m, c), m.recent(c), m.kind(c)))
             .collect();
-        let dir_racy = m.recent(&dir) || !unchanged(&stamps(&m, &dir), &stamps(&m, &dir));
         let dir_before = stamps(&m, &dir);
+        // Changed lately, or claimed by an operation in flight.
+        let dir_racy = m.recent(&dir) || dir_before.iter().any(|s| s.1);
         drop(m);
         sh.count_op("readdir");
         let rd = match std::fs::read_dir(self.root.join(&dir)) {
@@ -606,12 +607,31 @@ impl Worker {
             let st = std::fs::symlink_metadata(self.root.join(&name));
             seen.push((name, st));
         }
+        // Errors other than a race's fail whatever the model says; EBUSY
+        // (a lookup that gave up on a busy directory) is a race even for a
+        // settled name, which is then not judged.
+        let mut busy = Vec::new();
+        for (name, st) in &seen {
+            if let Err(e) = st {
+                let n = errno(e);
+                if ![ENOENT, ESTALE, EBUSY].contains(&n) {
+                    return self.fail("stat", name, format!("{} ({e})", errno_name(n)));
+                }
+                if n == EBUSY {
+                    sh.count_race("stat", EBUSY);
+                    busy.push(name.clone());
+                }
+            }
+        }
         let m = sh.model.lock().unwrap();
         if !unchanged(&dir_before, &stamps(&m, &dir)) || dir_racy {
             return;
         }
         for (c, (st_before, recent, kind)) in children.iter().zip(before) {
             if recent || !unchanged(&st_before, &stamps(&m, c)) {
+                continue;
+            }
+            if busy.contains(c) {
                 continue;
             }
             let found = seen.iter().find(|(n, _)| n == c);
