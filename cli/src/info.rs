@@ -54,6 +54,7 @@ pub fn run(a: &InfoArgs) -> Result<(), String> {
             "label": h.label,
             "uuid": uuid_string(&h.uuid),
             "version": h.version,
+            "features": feature_names(h.features),
             "capacity_bytes": h.volume_size,
             "free_bytes": space.free_bytes(),
             "created_unix_ns": h.created_unix_ns,
@@ -80,7 +81,15 @@ pub fn run(a: &InfoArgs) -> Result<(), String> {
         );
     }
     println!("volume '{}' {}", h.label, uuid_string(&h.uuid));
-    println!("  format        version {} ({})", h.version, h.mkfs_version);
+    println!(
+        "  format        version {} ({}), features: {}",
+        h.version,
+        h.mkfs_version,
+        match feature_names(h.features) {
+            f if f.is_empty() => "none".to_string(),
+            f => f.join(", "),
+        }
+    );
     println!(
         "  capacity      {} ({} bytes)",
         human(h.volume_size),
@@ -142,4 +151,13 @@ fn data_name(k: ResourceKind) -> &'static str {
         ResourceKind::SmallBlock => "small blocks",
         ResourceKind::PointerBlock => "pointer blocks",
     }
+}
+
+/// Names of the header's incompatible features.
+fn feature_names(features: u32) -> Vec<&'static str> {
+    let mut out = Vec::new();
+    if features & vmfs::format::header::FEATURE_SMALL_FILES != 0 {
+        out.push("small-files");
+    }
+    out
 }

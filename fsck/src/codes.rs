@@ -175,7 +175,12 @@ impl Code {
             Bmap002 => "resource allocated but referenced by nothing (leaked)",
             Bmap003 => "resource referenced but marked free in its bitmap",
             Bmap004 => "resource referenced more than once (doubly allocated)",
-            Bmap005 => "block map entry is not a valid address or is out of range",
+            Bmap005 => {
+                "block map entry is not a valid address, is out of range, is of the wrong kind \
+                 for the inode (a small-block file, inode flag SMALL_BLOCKS, maps only small \
+                 blocks; any other regular file only file blocks), or lies at or past the \
+                 small-file limit of a small-block file"
+            }
             Inode001 => "allocated inode's body damaged",
             Inode002 => "inode's blocks count differs from what it holds",
             Inode003 => "inode's link count differs from the names it has",

@@ -13,7 +13,7 @@ use vmfs::format::{
 };
 use vmfs::fs::check::{walk, Model};
 use vmfs::fs::dir::DIR_BLOCK;
-use vmfs::fs::Fs;
+use vmfs::fs::{data_kind, is_small_file, Fs};
 use vmfs::volume::{cluster_lock_resource, Volume};
 
 use crate::{alloc, dirs, Code, Disk, FsckError};
@@ -249,7 +249,16 @@ pub fn wreck(disk: &Disk, code: Code) -> Result<Vec<String>, FsckError> {
             alloc::set_bit(disk, &t.vol, a.kind, a.index, false)?;
         }
         Code::Bmap004 => {
-            let (a, mut b) = (t.file(0)?, t.file(1)?);
+            // Two files whose maps address the same kind (small-block files
+            // and file-block files cannot share a block).
+            let a = t.file(0)?;
+            let kind = data_kind(&a);
+            let mut b = t
+                .files()
+                .into_iter()
+                .find(|i| i.ino != a.ino && data_kind(i) == kind)
+                .cloned()
+                .ok_or_else(|| fail("the volume needs two files of one block kind"))?;
             b.direct[0] = a.direct[0];
             t.write_inode(&b)?;
             touched.push(t.path(b.ino));
@@ -261,7 +270,12 @@ pub fn wreck(disk: &Disk, code: Code) -> Result<Vec<String>, FsckError> {
             if f.direct[n] != 0 || f.size > n as u64 * u64::from(h.file_block_size) {
                 return Err(fail("the first file is too large"));
             }
-            f.direct[n] = BlockAddr::new(ResourceKind::FileBlock, count + 10).encode();
+            f.direct[n] = if is_small_file(&f) {
+                // A real small block, past the small-file limit.
+                BlockAddr::new(ResourceKind::SmallBlock, 0).encode()
+            } else {
+                BlockAddr::new(ResourceKind::FileBlock, count + 10).encode()
+            };
             t.write_inode(&f)?;
         }
         Code::Inode001 => {

@@ -7,7 +7,7 @@
 mod common;
 
 use common::client::{Client, Fh, NFS};
-use common::vmfs::{make_image, slots, OtherHost, VmfsGateway};
+use common::vmfs::{make_image, open_volume, slots, OtherHost, VmfsGateway};
 use nfs_gw::xdr::{Decoder, Encoder};
 use std::time::{Duration, Instant};
 use vmfs::format::SlotState;
@@ -365,4 +365,38 @@ fn a_killed_gateways_write_lock_is_taken_over() {
         "synced NFS writes lost"
     );
     other.leave();
+}
+
+#[test]
+fn small_files_written_over_nfs_stay_in_small_blocks() {
+    let tmp = common::vmfs::memory_tempdir();
+    let img = make_image(tmp.path(), 256 << 20, "small");
+    let gw = VmfsGateway::start(&img, "small", &[]);
+    let mut c = Client::connect(gw.addr());
+    let r = root(&mut c, "small");
+    let f = c.create(&r, b"f", 1).unwrap();
+    let d = vec![0x42u8; 4096];
+    c.write(&f, 0, &d, FILE_SYNC).unwrap();
+    c.write(&f, 4096, &d, FILE_SYNC).unwrap();
+    let a = c.getattr(&f).unwrap();
+    // Appending inside the first file block preallocates nothing: one
+    // 64 KiB small block, not 32 MiB of file blocks.
+    assert_eq!((a.size, a.used), (8192, 64 << 10));
+    // Past the first file block: promoted, and appends preallocate again.
+    c.write(&f, 1 << 20, &d, FILE_SYNC).unwrap();
+    let a = c.getattr(&f).unwrap();
+    assert_eq!(a.size, (1 << 20) + 4096);
+    assert!(
+        a.used >= 2 << 20,
+        "promoted to file blocks: {} bytes",
+        a.used
+    );
+    let (got, _) = c.read(&f, 0, 8192).unwrap();
+    assert_eq!(got, [d.clone(), d.clone()].concat());
+    let (got, _) = c.read(&f, 1 << 20, 4096).unwrap();
+    assert_eq!(got, d);
+    drop(c);
+    gw.stop();
+    let report = vmfs::fs::check::check(&open_volume(&img, true)).unwrap();
+    assert!(report.problems.is_empty(), "{:#?}", report.problems);
 }

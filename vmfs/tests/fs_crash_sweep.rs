@@ -4,7 +4,9 @@
 //! renames across directories and over existing files, hard links, unlink,
 //! truncate, punch, rmdir, xattrs; files unlinked while open; a 66-block
 //! file truncated and deleted, which takes several transactions and the
-//! orphan table; files left open) runs on one host over a
+//! orphan table; small-block files promoted to file blocks by a write and
+//! by a preallocation past the small-file limit; files left open) runs on
+//! one host over a
 //! recording `FaultDev(MemDev)`. From the write log, the image is rebuilt
 //! at every flush boundary, and for each boundary also with a random
 //! subset of the unflushed writes that follow it landing, with a torn

@@ -2,7 +2,9 @@
 //! (the baseline) and bindfs, same disk, run alternately: creating empty
 //! files (open O_CREAT + close), stat of each, unlink of each, in one
 //! directory. Each sample makes its own fresh directory; only the measured
-//! step is timed.
+//! step is timed. Then small files: creating 4 KiB files (create, write,
+//! close) and the space each one holds (`st_blocks` × 512: one 64 KiB small
+//! block on vmfs, where a file block of 1 MiB was used before small files).
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -16,6 +18,39 @@ enum Step {
     Create,
     Stat,
     Unlink,
+    /// Create, write 4 KiB, close.
+    Write4k,
+}
+
+/// Bytes of each small file in the small-file cases.
+const SMALL: usize = 4096;
+
+fn write_small(files: &[PathBuf]) -> Result<(), String> {
+    let data = vec![0x5au8; SMALL];
+    for f in files {
+        std::fs::write(f, &data).map_err(|e| format!("write {}: {e}", f.display()))?;
+    }
+    Ok(())
+}
+
+/// One sample of the space case: bytes held per 4 KiB file (`st_blocks`).
+fn space_sample(root: &Path, round: &mut u32, n: usize) -> Result<f64, String> {
+    use std::os::unix::fs::MetadataExt;
+    *round += 1;
+    let dir = root.join(format!("space-{round}"));
+    std::fs::create_dir(&dir).map_err(|e| format!("mkdir {}: {e}", dir.display()))?;
+    let files = names(&dir, n);
+    write_small(&files)?;
+    let mut bytes = 0u64;
+    for f in &files {
+        let m = std::fs::metadata(f).map_err(|e| format!("stat {}: {e}", f.display()))?;
+        if m.len() != SMALL as u64 {
+            return Err(format!("{}: {} bytes, wrote {SMALL}", f.display(), m.len()));
+        }
+        bytes += m.blocks() * 512;
+    }
+    std::fs::remove_dir_all(&dir).map_err(|e| format!("rm -r {}: {e}", dir.display()))?;
+    Ok(bytes as f64 / n as f64)
 }
 
 fn names(dir: &Path, n: usize) -> Vec<PathBuf> {
@@ -36,7 +71,7 @@ fn sample(root: &Path, round: &mut u32, n: usize, step: Step) -> Result<f64, Str
     std::fs::create_dir(&dir).map_err(|e| format!("mkdir {}: {e}", dir.display()))?;
     let files = names(&dir, n);
     let t0 = Instant::now();
-    if step != Step::Create {
+    if step != Step::Create && step != Step::Write4k {
         create(&files)?;
     }
     let t = match step {
@@ -50,6 +85,10 @@ fn sample(root: &Path, round: &mut u32, n: usize, step: Step) -> Result<f64, Str
                 std::fs::metadata(f).map_err(|e| format!("stat {}: {e}", f.display()))?;
             }
             t1.elapsed()
+        }
+        Step::Write4k => {
+            write_small(&files)?;
+            t0.elapsed()
         }
         Step::Unlink => {
             let t1 = Instant::now();
@@ -72,6 +111,7 @@ pub fn run(cfg: &Config) -> Result<Vec<Row>, String> {
         ("create", Step::Create),
         ("stat", Step::Stat),
         ("unlink", Step::Unlink),
+        ("create+write+close", Step::Write4k),
     ] {
         let subjects = places
             .dirs()
@@ -84,10 +124,15 @@ pub fn run(cfg: &Config) -> Result<Vec<Row>, String> {
                 }
             })
             .collect();
+        let what = if step == Step::Write4k {
+            "files of 4 KiB"
+        } else {
+            "files"
+        };
         rows.extend(run_case(
             Case {
                 suite: "meta",
-                name: format!("{case_name} ({n} files, one directory)"),
+                name: format!("{case_name} ({n} {what}, one directory)"),
                 unit: "ops/s",
                 better: Better::Higher,
                 baseline: NATIVE.into(),
@@ -96,5 +141,27 @@ pub fn run(cfg: &Config) -> Result<Vec<Row>, String> {
             cfg.repeats,
         ));
     }
+    let subjects = places
+        .dirs()
+        .into_iter()
+        .map(|(name, dir)| {
+            let mut round = 0u32;
+            Subject {
+                name: name.into(),
+                run: Box::new(move || space_sample(&dir, &mut round, n)),
+            }
+        })
+        .collect();
+    rows.extend(run_case(
+        Case {
+            suite: "meta",
+            name: format!("space held per 4 KiB file ({n} files, st_blocks)"),
+            unit: "bytes",
+            better: Better::Lower,
+            baseline: NATIVE.into(),
+            subjects,
+        },
+        cfg.repeats,
+    ));
     Ok(rows)
 }

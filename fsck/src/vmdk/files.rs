@@ -12,6 +12,7 @@ use vmfs::format::inode::{DIRECT, FLAG_INLINE};
 use vmfs::format::pointer::entries_per_block;
 use vmfs::format::{BlockAddr, Inode, PointerBlock, ResourceKind};
 use vmfs::fs::check::Model;
+use vmfs::fs::data_kind;
 use vmfs::vmdk::{ExtentIo, ExtentStore};
 use vmfs::volume::Volume;
 
@@ -145,13 +146,9 @@ impl OfflineFile {
         }
     }
 
+    /// Size of this file's data blocks (small blocks for a small-block file).
     fn block_size(&self) -> u64 {
-        u64::from(
-            self.vol
-                .header
-                .region(ResourceKind::FileBlock)
-                .resource_size,
-        )
+        u64::from(self.vol.header.region(data_kind(&self.inode)).resource_size)
     }
 
     fn pointer(&self, raw: u64) -> io::Result<Arc<Vec<u64>>> {
@@ -231,10 +228,11 @@ impl OfflineFile {
             }
             self.pointer(l1)?[(k % e) as usize]
         };
-        let count = self.vol.header.region(ResourceKind::FileBlock).count;
+        let kind = data_kind(&self.inode);
+        let count = self.vol.header.region(kind).count;
         match BlockAddr::decode(raw) {
             Ok(None) => Ok(None),
-            Ok(Some(a)) if a.kind == ResourceKind::FileBlock && a.index < count => Ok(Some(a)),
+            Ok(Some(a)) if a.kind == kind && a.index < count => Ok(Some(a)),
             _ => Err(corrupt(
                 &self.name,
                 format!("block {n} has a bad address {raw:#x}"),

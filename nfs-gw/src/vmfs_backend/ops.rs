@@ -118,7 +118,10 @@ impl VmfsBackend {
         let end = offset.saturating_add(len);
         let appending = offset.saturating_add(bs) >= size
             && offset <= size.saturating_add(APPEND_WINDOW_BLOCKS * bs);
-        if !appending || end <= u.prealloc_end() {
+        // Writes inside the first file block allocate on their own: a
+        // small file stays in small blocks (the filesystem promotes it to
+        // file blocks when it grows past one file block).
+        if !appending || end <= u.prealloc_end() || end <= bs {
             return Ok(());
         }
         let from = offset / bs * bs;

@@ -40,6 +40,8 @@ pub struct Fattr {
     pub uid: u32,
     pub gid: u32,
     pub size: u64,
+    /// Bytes of storage the file holds.
+    pub used: u64,
     pub fileid: u64,
 }
 
@@ -64,7 +66,7 @@ fn get_fattr(d: &mut Decoder<'_>) -> Result<Fattr, XdrError> {
     let uid = d.u32("uid")?;
     let gid = d.u32("gid")?;
     let size = d.u64("size")?;
-    d.u64("used")?;
+    let used = d.u64("used")?;
     d.u64("rdev")?;
     d.u64("fsid")?;
     let fileid = d.u64("fileid")?;
@@ -78,6 +80,7 @@ fn get_fattr(d: &mut Decoder<'_>) -> Result<Fattr, XdrError> {
         uid,
         gid,
         size,
+        used,
         fileid,
     })
 }

@@ -105,6 +105,9 @@ pub(crate) struct Shared {
     pub fenced: AtomicBool,
     pub fence_reason: Mutex<Option<String>>,
     pub observer: Mutex<Observer>,
+    /// Lock records other live hosts said (in their heartbeat slots, at
+    /// the last region read) they are waiting for.
+    pub wanted_by_others: Mutex<Vec<u64>>,
     pub journal: Mutex<Journal>,
     pub held: Mutex<BTreeMap<u64, HeldLock>>,
     pub stop: AtomicBool,
@@ -207,6 +210,7 @@ fn live_image(
         write_nonce: nonce(),
         recoverer: None,
         host_name: cfg.host_name.clone(),
+        wanted_lock: 0,
     }
 }
 
@@ -350,6 +354,7 @@ impl Host {
                 fenced: AtomicBool::new(false),
                 fence_reason: Mutex::new(None),
                 observer: Mutex::new(observer),
+                wanted_by_others: Mutex::new(Vec::new()),
                 journal: Mutex::new(journal),
                 held: Mutex::new(BTreeMap::new()),
                 stop: AtomicBool::new(false),

@@ -217,18 +217,50 @@ impl Host {
         mode: LockMode,
         timeout: Duration,
     ) -> Result<HeldLock, ClusterError> {
+        self.lock_with(addr, resource, mode, timeout, &mut || {})
+    }
+
+    /// [`Host::lock`], running `while_waiting` between tries: a caller that
+    /// keeps other locks for convenience lets go of those other hosts want
+    /// there (the host we wait for may be waiting for one of them).
+    pub fn lock_with(
+        &self,
+        addr: u64,
+        resource: u64,
+        mode: LockMode,
+        timeout: Duration,
+        while_waiting: &mut dyn FnMut(),
+    ) -> Result<HeldLock, ClusterError> {
+        // Another host waits for this lock (its heartbeat slot says so) and
+        // polls for it every H/2 at most: leave it that long to get in, so
+        // a host taking the lock back to back (a directory it keeps
+        // changing) cannot starve it.
+        if lock(&self.sh.wanted_by_others).contains(&addr) {
+            std::thread::sleep(self.politeness().min(timeout));
+        }
         let start = self.sh.clock.now();
         let mut backoff = Duration::from_millis(2);
-        loop {
-            if let Some(h) = self.try_lock(addr, resource, mode)? {
-                return Ok(h);
+        let mut announced = false;
+        let r = loop {
+            match self.try_lock(addr, resource, mode) {
+                Ok(Some(h)) => break Ok(h),
+                Ok(None) => {}
+                Err(e) => break Err(e),
+            }
+            if !announced {
+                // Tell holders we wait (heartbeat slot): one that keeps the
+                // lock only for convenience (a resource cluster) lets it go.
+                announced = true;
+                if let Err(e) = super::heartbeat::set_wanted(&self.sh, addr) {
+                    break Err(e);
+                }
             }
             let waited = self.sh.clock.now().saturating_sub(start);
             if waited >= timeout {
                 let holders = read_sector(&self.dev(), addr)
                     .ok()
                     .and_then(|b| LockRecord::decode(&b, addr).ok());
-                return Err(match holders {
+                break Err(match holders {
                     Some(r) => ClusterError::Busy {
                         addr,
                         mode: mode_name(r.mode),
@@ -240,10 +272,28 @@ impl Host {
                     },
                 });
             }
+            while_waiting();
             let jitter = Duration::from_micros(rand::random::<u64>() % 1000);
             std::thread::sleep(backoff + jitter);
             backoff = (backoff * 2).min(self.sh.timeouts.heartbeat / 2);
+        };
+        if announced {
+            // Cleared in memory; the next beat carries it.
+            super::heartbeat::clear_wanted(&self.sh, addr);
         }
+        r
+    }
+
+    /// How long to leave a lock another host waits for: longer than its
+    /// poll interval (at most H/2 plus jitter, see [`Host::lock`]).
+    pub fn politeness(&self) -> Duration {
+        self.sh.timeouts.heartbeat / 2 + Duration::from_millis(20)
+    }
+
+    /// Lock records other live hosts are waiting for (as of the last read
+    /// of the heartbeat region, at most H ago).
+    pub fn wanted_by_others(&self) -> Vec<u64> {
+        lock(&self.sh.wanted_by_others).clone()
     }
 
     /// Release a lock we hold. In-place writes under it are flushed first,

@@ -17,6 +17,12 @@ pub const HEADER_LEN: usize = 4096;
 pub const LABEL_LEN: usize = 64;
 /// Metadata block size: cluster metadata units, inodes.
 pub const META_BLOCK: u64 = 4096;
+/// Incompatible feature: regular files may keep their data in small blocks
+/// (inode flag SMALL_BLOCKS). A build that does not know a feature bit
+/// refuses the volume rather than calling such files corrupt.
+pub const FEATURE_SMALL_FILES: u32 = 1;
+/// Every incompatible feature this build knows.
+pub const KNOWN_FEATURES: u32 = FEATURE_SMALL_FILES;
 
 const KIND: &str = "volume header";
 const REGIONS_OFF: usize = 184;
@@ -63,6 +69,8 @@ impl Default for TimeoutMinimums {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Header {
     pub version: u32,
+    /// Incompatible features in use (`FEATURE_*`); unknown bits refuse the volume.
+    pub features: u32,
     pub uuid: [u8; 16],
     pub label: String,
     /// Bytes of the device the volume uses (the backup header ends here).
@@ -104,6 +112,7 @@ impl Header {
     pub fn encode(&self, addr: u64) -> Vec<u8> {
         let mut b = vec![0u8; HEADER_LEN];
         put_u32(&mut b, 16, self.version);
+        put_u32(&mut b, 20, self.features);
         b[24..40].copy_from_slice(&self.uuid);
         put_str(&mut b[40..40 + LABEL_LEN], &self.label);
         put_u64(&mut b, 104, self.volume_size);
@@ -139,11 +148,14 @@ impl Header {
     pub fn decode(b: &[u8], addr: u64) -> Result<Header, FormatError> {
         verify_sized(b, HEADER_LEN, KIND, HEADER_MAGIC, addr)?;
         let version = get_u32(b, 16);
-        if get_u32(b, 20) != 0 {
+        let features = get_u32(b, 20);
+        if features & !KNOWN_FEATURES != 0 {
             return Err(bad(
                 addr,
-                "flags",
-                format!("unknown flags {:#x}", get_u32(b, 20)),
+                "features",
+                format!(
+                    "incompatible features {features:#x}; this build knows {KNOWN_FEATURES:#x}"
+                ),
             ));
         }
         if version != FORMAT_VERSION {
@@ -176,6 +188,7 @@ impl Header {
         }
         let h = Header {
             version,
+            features,
             uuid,
             label: get_str(&b[40..40 + LABEL_LEN], addr, "label")?,
             volume_size: get_u64(b, 104),

@@ -21,7 +21,8 @@
 //!    106    6 reserved        zero
 //!    112    8 recoverer_gen   u64: in RECOVERING, the recoverer's hb_gen
 //!    120   64 host_name       UTF-8, NUL padded
-//!    184  328 reserved        zero
+//!    184    8 wanted_lock     u64: lock record address this host is waiting for, 0 = none
+//!    192  320 reserved        zero
 //! ```
 
 use super::block::{get_u16, get_u32, get_u64, put_u16, put_u32, put_u64, seal, verify_sized};
@@ -74,6 +75,10 @@ pub struct HeartbeatSlot {
     /// In RECOVERING: the host doing the recovery.
     pub recoverer: Option<Holder>,
     pub host_name: String,
+    /// The lock record this host is waiting for (0: none). Advisory: a
+    /// holder that keeps a lock only for its own convenience (a resource
+    /// cluster) lets it go when another live host wants it.
+    pub wanted_lock: u64,
 }
 
 impl HeartbeatSlot {
@@ -95,6 +100,7 @@ impl HeartbeatSlot {
             write_nonce: 0,
             recoverer: None,
             host_name: String::new(),
+            wanted_lock: 0,
         }
     }
 
@@ -123,6 +129,7 @@ impl HeartbeatSlot {
             name_len -= 1;
         }
         b[120..120 + name_len].copy_from_slice(&self.host_name.as_bytes()[..name_len]);
+        put_u64(&mut b, 184, self.wanted_lock);
         seal(&mut b, HEARTBEAT_MAGIC, self.addr);
         b
     }
@@ -167,6 +174,7 @@ impl HeartbeatSlot {
             write_nonce: get_u64(b, 96),
             recoverer,
             host_name,
+            wanted_lock: get_u64(b, 184),
         })
     }
 }
@@ -221,6 +229,7 @@ mod tests {
                         hb_gen: rg,
                     }),
                     host_name: name,
+                    wanted_lock: w[0] ^ w[5],
                 }
             })
     }

@@ -18,7 +18,9 @@
 //!     72    8 mtime_ns       i64
 //!     80    8 ctime_ns       i64
 //!     88    8 btime_ns       i64 (creation)
-//!     96    4 flags          u32: bit 0 INLINE (data lives in the inline area)
+//!     96    4 flags          u32: bit 0 INLINE (data lives in the inline area),
+//!                             bit 1 SMALL_BLOCKS (regular file whose map
+//!                             addresses small blocks, all below one file block)
 //!    100    4 inline_len     u32: bytes used in the inline area
 //!    104    8 parent         u64: directories: parent inode (".."); files: 0
 //!    112    8 xattr          u64: block address of the xattr block, 0 = none
@@ -44,6 +46,15 @@ pub const DIRECT: usize = 64;
 pub const INLINE_CAP: usize = INODE_BODY_LEN - 656;
 /// Flag: data is inline.
 pub const FLAG_INLINE: u32 = 1;
+/// Flag: a regular file whose block map addresses small blocks (every one
+/// of them below the small-file limit, one file block); without it a
+/// regular file's map addresses file blocks.
+pub const FLAG_SMALL_BLOCKS: u32 = 2;
+/// Every inode flag this build knows.
+pub const KNOWN_FLAGS: u32 = FLAG_INLINE | FLAG_SMALL_BLOCKS;
+/// `S_IFMT` and `S_IFREG` (the format does not depend on libc).
+const S_IFMT: u32 = 0o170_000;
+const S_IFREG: u32 = 0o100_000;
 
 const KIND: &str = "inode";
 
@@ -179,11 +190,23 @@ impl Inode {
 
     /// Field checks that need no other block.
     pub fn validate(&self) -> Result<(), FormatError> {
-        if self.flags & !FLAG_INLINE != 0 {
+        if self.flags & !KNOWN_FLAGS != 0 {
             return Err(bad(
                 self.addr,
                 "flags",
                 format!("unknown flags {:#x}", self.flags),
+            ));
+        }
+        if self.flags & FLAG_SMALL_BLOCKS != 0
+            && (self.flags & FLAG_INLINE != 0 || self.mode & S_IFMT != S_IFREG)
+        {
+            return Err(bad(
+                self.addr,
+                "flags",
+                format!(
+                    "SMALL_BLOCKS on an inode of mode {:#o} with flags {:#x} (only regular files with a block map)",
+                    self.mode, self.flags
+                ),
             ));
         }
         if self.inline.len() > INLINE_CAP {
@@ -286,6 +309,26 @@ mod tests {
                 }
                 ino
             })
+    }
+
+    #[test]
+    fn small_blocks_flag_only_on_regular_files_with_a_map() {
+        let mut f = Inode::new(4096 + 512, 1, 1, S_IFREG | 0o644);
+        f.flags = FLAG_SMALL_BLOCKS;
+        f.direct[0] = BlockAddr::new(ResourceKind::SmallBlock, 3).encode();
+        assert_eq!(Inode::decode(&f.encode(), f.addr).unwrap(), f);
+        let mut d = f.clone();
+        d.mode = 0o040_755;
+        let e = Inode::decode(&d.encode(), d.addr).unwrap_err().to_string();
+        assert!(e.contains("SMALL_BLOCKS"), "{e}");
+        let mut i = Inode::new(4096 + 512, 1, 1, S_IFREG | 0o644);
+        i.flags = FLAG_SMALL_BLOCKS | FLAG_INLINE;
+        i.inline = b"x".to_vec();
+        assert!(Inode::decode(&i.encode(), i.addr).is_err());
+        let mut u = Inode::new(4096 + 512, 1, 1, S_IFREG | 0o644);
+        u.flags = 4;
+        let e = Inode::decode(&u.encode(), u.addr).unwrap_err().to_string();
+        assert!(e.contains("unknown flags 0x4"), "{e}");
     }
 
     proptest! {

@@ -5,7 +5,7 @@
 //! resources. A host starts at a *home* cluster derived from its heartbeat
 //! slot, so hosts rarely contend for one cluster.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use crate::cluster::{HeldLock, Host, HostDev};
@@ -43,6 +43,15 @@ pub struct Allocator {
     /// Freed data blocks waiting for their discard (not handed out again
     /// until it is done).
     discards: Discarder,
+    /// Clusters let go because another host wants them, and until when
+    /// this host leaves them alone (that host is polling for the lock).
+    cooling: HashMap<(ResourceKind, u32), Instant>,
+    /// Clusters whose cached bitmap a change not yet committed (or
+    /// abandoned) has altered: never let go before that change is done.
+    staged: HashSet<(ResourceKind, u32)>,
+    /// How long a cluster let go that way is left alone: longer than a
+    /// waiting host's poll interval ([`Host::politeness`]).
+    cool_down: Duration,
 }
 
 impl Allocator {
@@ -60,6 +69,9 @@ impl Allocator {
             discards: Discarder::new(std::sync::Arc::new(host.dev())),
             dev: host.dev(),
             wait: t.dead_after + t.io_timeout,
+            cooling: HashMap::new(),
+            staged: HashSet::new(),
+            cool_down: host.politeness(),
             host,
             vol,
             held: HashMap::new(),
@@ -133,6 +145,9 @@ impl Allocator {
         let n = self.vol.header.region(kind).clusters;
         let start = self.cursor[kind.index()] % n.max(1);
         let mut busy = Vec::new();
+        let mut cooled = Vec::new();
+        let now = Instant::now();
+        self.cooling.retain(|_, until| *until > now);
         let mut step = 0u32;
         while step < n {
             let first = (start + step) % n;
@@ -152,6 +167,10 @@ impl Allocator {
                 if free == 0 {
                     continue;
                 }
+                if self.cooling.contains_key(&(kind, c)) {
+                    cooled.push(c);
+                    continue;
+                }
                 match self.take(kind, c, false) {
                     Ok(true) => {}
                     Ok(false) => {
@@ -169,6 +188,13 @@ impl Allocator {
             }
             step += batch;
         }
+        // Only clusters this host just let go have space: take one back.
+        for c in cooled {
+            if self.take(kind, c, false)? && self.held[&(kind, c)].header.free_count() > 0 {
+                self.cursor[kind.index()] = c;
+                return Ok(c);
+            }
+        }
         // Everything with free space is held by other hosts: wait for one.
         for c in busy {
             if self.take(kind, c, true)? && self.held[&(kind, c)].header.free_count() > 0 {
@@ -179,8 +205,43 @@ impl Allocator {
         Err(FsError::NoSpace(format!("no free {} left", kind.name())))
     }
 
+    /// Let go of held clusters another live host is waiting for, except
+    /// those a change in progress has altered (their images commit with
+    /// it). Done on every allocation and free and while this host waits for
+    /// an inode lock, not only by the housekeeping thread, which a host
+    /// busy with back-to-back operations may keep waiting: the waiter may
+    /// hold the very lock this host waits for.
+    pub fn yield_wanted(&mut self) -> FsResult<()> {
+        let wanted = self.host.wanted_by_others();
+        if wanted.is_empty() {
+            return Ok(());
+        }
+        let give: Vec<_> = self
+            .held
+            .keys()
+            .filter(|&&(kind, c)| {
+                wanted.contains(&self.lock_addr(kind, c)) && !self.staged.contains(&(kind, c))
+            })
+            .copied()
+            .collect();
+        if give.is_empty() {
+            return Ok(());
+        }
+        // The waiter may allocate as soon as it has the cluster: no discard
+        // of ours may land after that.
+        self.discards.drain();
+        let until = Instant::now() + self.cool_down;
+        for k in give {
+            self.held.remove(&k);
+            self.cooling.insert(k, until);
+            self.host.unlock(self.lock_addr(k.0, k.1))?;
+        }
+        Ok(())
+    }
+
     /// Allocate one resource of `kind`; its bitmap change is staged in `ch`.
     pub fn alloc(&mut self, ch: &mut Change, kind: ResourceKind) -> FsResult<u64> {
+        self.yield_wanted()?;
         let cur = self.cursor[kind.index()];
         let c = match self.held.get(&(kind, cur)) {
             Some(h) if h.header.free_count() > 0 => cur,
@@ -193,24 +254,51 @@ impl Allocator {
                 None => self.acquire_free(kind)?,
             },
         };
-        let i = match self.free_not_pending(kind, c, ch) {
-            Some(i) => i,
+        let (c, i) = match self.free_not_pending(kind, c, ch) {
+            Some(i) => (c, i),
             None => {
                 // Every free block here waits for its discard.
                 self.discards.drain();
-                self.free_not_pending(kind, c, ch).ok_or_else(|| {
-                    FsError::NoSpace(format!(
-                        "the only free {} were freed by this change",
-                        kind.name()
-                    ))
-                })?
+                match self.free_not_pending(kind, c, ch) {
+                    Some(i) => (c, i),
+                    // The only free ones here are freed by this change (a
+                    // block replaced in a full cluster): use another cluster.
+                    None => self.elsewhere(kind, c, ch)?,
+                }
             }
         };
         let h = self.held.get_mut(&(kind, c)).expect("held above");
         h.header.set(i, true);
         h.last_used = Instant::now();
         ch.clusters.insert((kind.code(), c));
+        self.staged.insert((kind, c));
         Ok(h.header.first_resource + u64::from(i))
+    }
+
+    /// A usable free resource of `kind` outside cluster `not`: in another
+    /// held cluster, else in a newly acquired one.
+    fn elsewhere(&mut self, kind: ResourceKind, not: u32, ch: &Change) -> FsResult<(u32, u32)> {
+        let held: Vec<u32> = self
+            .held
+            .keys()
+            .filter(|&&(k, c)| k == kind && c != not)
+            .map(|&(_, c)| c)
+            .collect();
+        if let Some(found) = held
+            .into_iter()
+            .find_map(|c| self.free_not_pending(kind, c, ch).map(|i| (c, i)))
+        {
+            return Ok(found);
+        }
+        let c = self.acquire_free(kind)?;
+        self.free_not_pending(kind, c, ch)
+            .map(|i| (c, i))
+            .ok_or_else(|| {
+                FsError::NoSpace(format!(
+                    "the only free {} were freed by this change",
+                    kind.name()
+                ))
+            })
     }
 
     /// A free resource of held cluster `c` whose discard is not pending
@@ -245,9 +333,19 @@ impl Allocator {
         })
     }
 
-    /// Queue the discards of data blocks whose freeing has committed.
-    pub fn discard_later(&self, blocks: Vec<Pending>) {
-        self.discards.push(blocks);
+    /// `ch` has committed: queue the discards of the data blocks it freed;
+    /// the clusters it changed may be let go again.
+    pub fn committed(&mut self, ch: &mut Change) {
+        self.discards.push(std::mem::take(&mut ch.discard));
+        self.unstage(ch);
+    }
+
+    fn unstage(&mut self, ch: &Change) {
+        for &(code, c) in &ch.clusters {
+            if let Some(kind) = ResourceKind::from_code(code) {
+                self.staged.remove(&(kind, c));
+            }
+        }
     }
 
     /// Free resource `r` of `kind` (staged in `ch`); data blocks are
@@ -260,7 +358,17 @@ impl Allocator {
                 why: format!("{} {r} is beyond the {} there are", kind.name(), reg.count),
             });
         }
+        self.yield_wanted()?;
         let (c, i) = self.vol.cluster_of(kind, r);
+        // Let go moments ago for a host that waits for it: let that host
+        // have its turn first.
+        if let Some(&until) = self.cooling.get(&(kind, c)) {
+            let now = Instant::now();
+            if until > now && !self.held.contains_key(&(kind, c)) {
+                std::thread::sleep(until - now);
+            }
+            self.cooling.remove(&(kind, c));
+        }
         if !self.take(kind, c, true)? {
             return Err(FsError::Busy {
                 ino: 0,
@@ -276,6 +384,7 @@ impl Allocator {
         }
         h.last_used = Instant::now();
         ch.clusters.insert((kind.code(), c));
+        self.staged.insert((kind, c));
         if matches!(kind, ResourceKind::FileBlock | ResourceKind::SmallBlock) {
             ch.discard.push(Pending {
                 key: (kind.code(), r),
@@ -300,6 +409,7 @@ impl Allocator {
     /// bits that never reached the disk. Re-read them (the locks are still
     /// ours), or let them go if that fails.
     pub fn invalidate(&mut self, ch: &Change) {
+        self.unstage(ch);
         for &(code, c) in &ch.clusters {
             let kind = ResourceKind::from_code(code).expect("codes come from kinds");
             match self.read_header(kind, c) {
@@ -316,15 +426,31 @@ impl Allocator {
         }
     }
 
-    /// Release clusters unused for at least `idle`.
+    /// Release clusters unused for at least `idle`, and clusters another
+    /// live host says (in its heartbeat slot) it is waiting for, however
+    /// busy. Another host freeing blocks into a cluster must take it and
+    /// waits at most D + T: a host that keeps allocating from its home
+    /// cluster would otherwise starve it (a truncate or unlink there failing
+    /// with EBUSY). A cluster let go for a waiter is left alone for
+    /// `cool_down`, so the waiter's next poll finds it free; this host
+    /// allocates elsewhere meanwhile, and frees into it only after that.
     pub fn release_idle(&mut self, idle: Duration) -> FsResult<()> {
         let now = Instant::now();
+        let wanted = self.host.wanted_by_others();
         let old: Vec<_> = self
             .held
             .iter()
-            .filter(|(_, h)| now.duration_since(h.last_used) >= idle)
+            .filter(|(&(kind, c), h)| {
+                now.duration_since(h.last_used) >= idle
+                    || wanted.contains(&self.vol.cluster_lock_addr(kind, c))
+            })
             .map(|(k, _)| *k)
             .collect();
+        for k in &old {
+            if now.duration_since(self.held[k].last_used) < idle {
+                self.cooling.insert(*k, now + self.cool_down);
+            }
+        }
         if old.is_empty() {
             return Ok(());
         }

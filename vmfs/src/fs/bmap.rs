@@ -7,7 +7,7 @@ use std::collections::{BTreeSet, HashMap};
 
 use crate::cluster::HeldLock;
 use crate::dev::BlockDev;
-use crate::format::inode::DIRECT;
+use crate::format::inode::{DIRECT, FLAG_SMALL_BLOCKS};
 use crate::format::pointer::entries_per_block;
 use crate::format::{BlockAddr, Inode, PointerBlock, ResourceKind};
 
@@ -35,21 +35,36 @@ pub struct FileMap {
     dirty: BTreeSet<u64>,
     entries: u64,
     ptr_size: u32,
-    /// Kind and size of this inode's data blocks.
+    /// Kind and size of this inode's data blocks (from its mode and its
+    /// SMALL_BLOCKS flag; changed by a promotion).
     pub data_kind: ResourceKind,
     pub block_size: u64,
+    /// Size of a file block: what the largest file is measured in, and the
+    /// small-file limit (a small-block file has no data at or past it).
+    pub file_block_size: u64,
     /// Bytes of block images one transaction may carry (batches stop there).
     pub txn_limit: usize,
 }
 
-/// Data block kind of an inode of `mode`: regular files use file blocks,
-/// directories and symlinks small blocks.
-pub fn data_kind(mode: u32) -> ResourceKind {
-    if file_type(mode) == libc::S_IFREG {
+/// Data block kind of an inode: regular files use file blocks unless
+/// flagged SMALL_BLOCKS; directories and symlinks use small blocks.
+pub fn data_kind(inode: &Inode) -> ResourceKind {
+    if file_type(inode.mode) == libc::S_IFREG && inode.flags & FLAG_SMALL_BLOCKS == 0 {
         ResourceKind::FileBlock
     } else {
         ResourceKind::SmallBlock
     }
+}
+
+/// Small blocks a small-block file may use: one file block's worth, at
+/// most the direct slots (no pointer blocks).
+pub fn small_limit_blocks(h: &crate::format::Header) -> u64 {
+    u64::from(h.file_block_size / h.small_block_size).min(DIRECT as u64)
+}
+
+/// Is this a regular file whose data lives in small blocks?
+pub fn is_small_file(inode: &Inode) -> bool {
+    inode.flags & FLAG_SMALL_BLOCKS != 0
 }
 
 impl FileMap {
@@ -59,9 +74,10 @@ impl FileMap {
             .header
             .region(ResourceKind::PointerBlock)
             .resource_size;
-        let data_kind = data_kind(inode.mode);
+        let data_kind = data_kind(&inode);
         FileMap {
             block_size: u64::from(ctx.vol.header.region(data_kind).resource_size),
+            file_block_size: u64::from(ctx.vol.header.file_block_size),
             data_kind,
             inode,
             lock,
@@ -81,6 +97,36 @@ impl FileMap {
     /// Blocks a map can address.
     pub fn max_blocks(&self) -> u64 {
         DIRECT as u64 + self.entries + self.entries * self.entries
+    }
+
+    /// Largest file size: what a map of file blocks reaches (a small-block
+    /// file is promoted before it holds data past the small-file limit).
+    pub fn max_bytes(&self) -> u64 {
+        self.max_blocks().saturating_mul(self.file_block_size)
+    }
+
+    /// Does this map address small blocks for a regular file?
+    pub fn is_small(&self) -> bool {
+        is_small_file(&self.inode)
+    }
+
+    /// Small blocks below the small-file limit (the direct slots a
+    /// small-block file may use).
+    pub fn small_limit_blocks(&self, ctx: &Ctx) -> u64 {
+        small_limit_blocks(&ctx.vol.header)
+    }
+
+    /// The small-file limit in bytes: a small-block file has no data at or
+    /// past it.
+    pub fn small_limit(&self, ctx: &Ctx) -> u64 {
+        self.small_limit_blocks(ctx) * u64::from(ctx.vol.header.small_block_size)
+    }
+
+    /// Take the data kind and block size from the inode (after its flags
+    /// changed or it was re-read).
+    pub fn set_kind(&mut self, ctx: &Ctx) {
+        self.data_kind = data_kind(&self.inode);
+        self.block_size = u64::from(ctx.vol.header.region(self.data_kind).resource_size);
     }
 
     fn corrupt(&self, why: String) -> FsError {
@@ -154,6 +200,11 @@ impl FileMap {
 
     /// Raw address of block `n` (0: a hole).
     pub fn get_raw(&mut self, ctx: &Ctx, n: u64) -> FsResult<u64> {
+        if self.is_small() && n >= DIRECT as u64 {
+            // Past the direct slots of a small-block file: always a hole (its
+            // size may reach far beyond what 64 KiB blocks could address).
+            return Ok(0);
+        }
         Ok(match self.slot(n)? {
             Slot::Direct(i) => self.inode.direct[i],
             Slot::Indirect(i) => match self.inode.indirect {
@@ -434,6 +485,7 @@ impl FileMap {
         self.dirty.clear();
         self.inode_dirty = false;
         self.inode = ctx.read_inode(self.inode.ino)?;
+        self.set_kind(ctx);
         Ok(())
     }
 

@@ -5,6 +5,7 @@
 use std::collections::{BTreeSet, HashMap};
 
 use crate::cluster::{HeldLock, Host, Txn};
+use crate::dev::BlockDev;
 
 use super::discard::Pending;
 use super::error::FsResult;
@@ -21,6 +22,11 @@ pub struct Change {
     pub(crate) clusters: BTreeSet<(u8, u32)>,
     /// Data blocks to discard once the transaction has committed.
     pub(crate) discard: Vec<Pending>,
+    /// Data was written into blocks this change makes reachable (newly
+    /// allocated, or to-be-zeroed until now): it must be durable before the
+    /// record is, or a crash could land the record alone and the file would
+    /// show whatever the blocks held before.
+    data_first: bool,
 }
 
 impl Change {
@@ -51,6 +57,13 @@ impl Change {
             .map(|&i| self.txn.blocks[i].data.as_slice())
     }
 
+    /// Data this change makes reachable has been written: flush it before
+    /// the record goes to the journal (ordered data, as ext4's
+    /// `data=ordered`).
+    pub(crate) fn data_written(&mut self) {
+        self.data_first = true;
+    }
+
     /// Nothing staged at all.
     pub fn is_empty(&self) -> bool {
         self.txn.blocks.is_empty() && self.clusters.is_empty()
@@ -62,11 +75,14 @@ impl Change {
         self.txn.blocks.iter().map(|b| b.data.len()).sum::<usize>() + self.clusters.len() * 4096
     }
 
-    /// Journal the staged images (commit + flush, then write in place).
-    /// The caller has already added the cluster header images; freed data
-    /// blocks are then the allocator's to discard.
+    /// Journal the staged images (flush of new data first if any, commit +
+    /// flush, then write in place). The caller has already added the cluster
+    /// header images; freed data blocks are then the allocator's to discard.
     pub(crate) fn run(&mut self, host: &Host) -> FsResult<()> {
         if !self.txn.blocks.is_empty() {
+            if self.data_first {
+                host.dev().flush()?;
+            }
             host.run_txn(&self.txn)?;
         }
         Ok(())

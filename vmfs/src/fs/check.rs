@@ -18,7 +18,7 @@ use crate::format::xattr::XattrBlock;
 use crate::format::{BlockAddr, Inode, LockRecord, PointerBlock, ResourceKind, SECTOR};
 use crate::volume::Volume;
 
-use super::bmap::data_kind;
+use super::bmap::{data_kind, is_small_file, small_limit_blocks};
 use super::dir::walk_entries;
 use super::error::FsResult;
 use super::inode::{file_type, is_dir};
@@ -217,11 +217,20 @@ impl Walker<'_> {
                 pointers += 1;
             }
         }
-        let want = data_kind(i.mode);
+        let want = data_kind(i);
         let count = self.vol.header.region(want).count;
+        // A small-block file keeps every block below one file block.
+        let limit = if is_small_file(i) {
+            small_limit_blocks(&self.vol.header)
+        } else {
+            u64::MAX
+        };
         let mut map = BTreeMap::new();
         for (n, r, slot) in raw {
             let why = match BlockAddr::decode(r) {
+                Ok(Some(_)) if n >= limit => {
+                    format!("block {n} of a small-block file is past the small-file limit ({limit} blocks)")
+                }
                 Ok(Some(a)) if a.kind == want && a.index < count => {
                     if !quiet {
                         self.reference(a.kind, a.index, Owner { ino: i.ino, slot });

@@ -118,6 +118,7 @@ pub fn write(
                     }
                 };
                 write_piece(ctx, map.data_addr(ctx, a), bs, s, piece, true)?;
+                ch.data_written();
                 let clean = BlockAddr {
                     to_be_zeroed: false,
                     ..a
@@ -179,6 +180,7 @@ pub fn preallocate(
         };
         if !lazy {
             ctx.dev.write_zeroes(map.data_addr(ctx, a), bs)?;
+            ch.data_written();
         }
         map.inode.blocks += 1;
         map.set(ctx, alloc, ch, n, a.encode())?;

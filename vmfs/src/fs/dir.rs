@@ -149,6 +149,9 @@ fn write_block(
             let a = BlockAddr::new(map.data_kind, r);
             let base = map.data_addr(ctx, a);
             crate::dev::BlockDev::write_zeroes(&ctx.dev, base, bs)?;
+            // The zeros must not land after the record: a stale structure
+            // left in the block would decode at its own address.
+            ch.data_written();
             map.inode.blocks += 1;
             map.set(ctx, alloc, ch, lofs / bs, a.encode())?;
             base + lofs % bs

@@ -273,6 +273,7 @@ impl Inner {
                 map.ino()
             )));
         }
+        self.promote_for(st, map, off, off.saturating_add(buf.len() as u64))?;
         let chunk = (WRITE_BATCH * map.block_size) as usize;
         let mut total = 0usize;
         while total < buf.len() {
@@ -292,6 +293,14 @@ impl Inner {
                 Err(e) => {
                     st.alloc.invalidate(&ch);
                     map.reload(&self.ctx)?;
+                    if matches!(e, FsError::NoSpace(_)) && map.is_small() {
+                        // Small-block region full: carry on in a file block.
+                        match self.promote(st, map) {
+                            Ok(()) => continue,
+                            Err(FsError::NoSpace(_)) if total > 0 => return Ok(total),
+                            Err(e) => return Err(e),
+                        }
+                    }
                     if total > 0 && matches!(e, FsError::NoSpace(_)) {
                         return Ok(total);
                     }
@@ -307,6 +316,13 @@ impl Inner {
             }
             total += n;
             if n < piece.len() {
+                if map.is_small() {
+                    match self.promote(st, map) {
+                        Ok(()) => continue,
+                        Err(FsError::NoSpace(_)) => {}
+                        Err(e) => return Err(e),
+                    }
+                }
                 break;
             }
         }
@@ -321,7 +337,6 @@ impl Inner {
         len: u64,
         mode: Falloc,
     ) -> FsResult<()> {
-        let bs = map.block_size;
         match mode {
             Falloc::PunchHole => loop {
                 let mut ch = Change::new();
@@ -345,8 +360,10 @@ impl Inner {
             Falloc::Allocate { keep_size } | Falloc::AllocateLazy { keep_size } => {
                 let lazy = matches!(mode, Falloc::AllocateLazy { .. });
                 let end = off + len;
+                self.promote_for(st, map, off, end)?;
                 let mut pos = off;
                 while pos < end {
+                    let bs = map.block_size;
                     let step = (WRITE_BATCH * bs - pos % bs).min(end - pos);
                     let mut ch = Change::new();
                     if let Err(e) =
@@ -354,6 +371,10 @@ impl Inner {
                     {
                         st.alloc.invalidate(&ch);
                         map.reload(&self.ctx)?;
+                        if matches!(e, FsError::NoSpace(_)) && map.is_small() {
+                            self.promote(st, map)?;
+                            continue;
+                        }
                         return Err(e);
                     }
                     pos += step;
@@ -404,8 +425,7 @@ impl Inner {
                         map.ino()
                     )));
                 }
-                let bs = map.block_size;
-                if size.div_ceil(bs) > map.max_blocks() {
+                if size > map.max_bytes() {
                     return Err(FsError::TooBig(format!(
                         "size {size} is past the largest file"
                     )));

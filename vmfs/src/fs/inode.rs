@@ -192,11 +192,7 @@ pub struct Attr {
 
 impl Attr {
     pub fn of(i: &Inode, vol: &Volume) -> Attr {
-        let data = if file_type(i.mode) == libc::S_IFREG {
-            ResourceKind::FileBlock
-        } else {
-            ResourceKind::SmallBlock
-        };
+        let data = super::bmap::data_kind(i);
         let bs = u64::from(vol.header.region(data).resource_size);
         Attr {
             ino: i.ino,

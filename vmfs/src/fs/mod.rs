@@ -21,6 +21,7 @@ mod lockmode;
 mod namespace;
 pub mod offline;
 mod orphan;
+mod promote;
 mod thick;
 mod xattr;
 
@@ -28,6 +29,8 @@ mod xattr;
 mod tests;
 #[cfg(test)]
 mod tests_multi;
+#[cfg(test)]
+mod tests_small;
 #[cfg(test)]
 mod tests_torn;
 
@@ -40,7 +43,7 @@ use crate::cluster::{HeldLock, Host};
 use crate::format::LockMode;
 
 pub use alloc::Allocator;
-pub use bmap::FileMap;
+pub use bmap::{data_kind, is_small_file, small_limit_blocks, FileMap};
 pub use change::Change;
 pub use dir::DirEntry;
 pub use error::{FsError, FsResult};
@@ -379,11 +382,21 @@ impl Inner {
                 }
             }
         }
-        let l = match self
-            .ctx
-            .host
-            .lock(addr, ino, LockMode::Exclusive, self.lock_wait)
-        {
+        // While we wait, the holder may be waiting for a resource cluster
+        // we keep: let it have those it asks for.
+        let alloc = &mut st.alloc;
+        let mut yield_clusters = || {
+            if let Err(e) = alloc.yield_wanted() {
+                tracing::debug!("letting go of wanted clusters: {e}");
+            }
+        };
+        let l = match self.ctx.host.lock_with(
+            addr,
+            ino,
+            LockMode::Exclusive,
+            self.lock_wait,
+            &mut yield_clusters,
+        ) {
             Ok(l) => l,
             Err(crate::cluster::ClusterError::Busy { holders, .. }) => {
                 return Err(FsError::Busy {
@@ -462,7 +475,7 @@ impl Inner {
             ch.run(&self.ctx.host)
         })();
         if r.is_ok() {
-            st.alloc.discard_later(std::mem::take(&mut ch.discard));
+            st.alloc.committed(&mut ch);
         }
         if r.is_err() {
             st.alloc.invalidate(&ch);

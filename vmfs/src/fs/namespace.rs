@@ -114,6 +114,8 @@ impl Inner {
             }
         };
         let ino = inode.ino;
+        let mut inode = inode;
+        super::promote::start_small(&self.ctx, &mut inode);
         let mut m = FileMap::new(&self.ctx, inode, Some(lock));
         m.txn_limit = self.txn_limit;
         let r = (|| {

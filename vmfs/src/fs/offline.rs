@@ -76,7 +76,7 @@ fn block_addr(vol: &Volume, inode: &Inode, n: u64) -> FsResult<Option<u64>> {
         }
         pointer(vol, inode.ino, l1)?.entries[(k % e) as usize]
     };
-    let want = data_kind(inode.mode);
+    let want = data_kind(inode);
     match BlockAddr::decode(raw) {
         Ok(None) => Ok(None),
         Ok(Some(a)) if a.kind == want && a.index < vol.header.region(want).count => {
@@ -101,7 +101,7 @@ pub fn resolve_path(vol: &Volume, path: &str) -> FsResult<u64> {
             ino = dir.parent;
             continue;
         }
-        let bs = u64::from(vol.header.region(data_kind(dir.mode)).resource_size);
+        let bs = u64::from(vol.header.region(data_kind(&dir)).resource_size);
         let failure = std::cell::RefCell::new(None);
         let (_, entries) = walk_entries(vol.dev.as_ref(), ino, |lofs| {
             match block_addr(vol, &dir, lofs / bs) {
@@ -130,7 +130,7 @@ pub fn list_dir(vol: &Volume, ino: u64) -> FsResult<Vec<(Vec<u8>, u64)>> {
     if !is_dir(dir.mode) {
         return Err(FsError::NotDir(ino));
     }
-    let bs = u64::from(vol.header.region(data_kind(dir.mode)).resource_size);
+    let bs = u64::from(vol.header.region(data_kind(&dir)).resource_size);
     let failure = std::cell::RefCell::new(None);
     let (_, entries) = walk_entries(vol.dev.as_ref(), ino, |lofs| {
         match block_addr(vol, &dir, lofs / bs) {
@@ -156,7 +156,7 @@ pub fn read_file(vol: &Volume, ino: u64, max: u64) -> FsResult<Vec<u8>> {
         return Ok(inode.inline[..n].to_vec());
     }
     let len = inode.size.min(max);
-    let bs = u64::from(vol.header.region(data_kind(inode.mode)).resource_size);
+    let bs = u64::from(vol.header.region(data_kind(&inode)).resource_size);
     let mut out = vec![0u8; len as usize];
     let mut pos = 0u64;
     while pos < len {

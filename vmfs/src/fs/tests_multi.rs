@@ -169,3 +169,55 @@ fn truncating_and_deleting_a_large_file_leaves_no_orphan_entry() {
     stop(a);
     r.check();
 }
+
+/// A host that keeps allocating from its home cluster must not starve
+/// another host that frees blocks into it: clusters are let go after at
+/// most the idle time even while busy (found by `fuse_multihost_soak`).
+#[test]
+fn freeing_into_a_busy_hosts_cluster_does_not_starve() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let r = Rig::new(256 << 20, None);
+    let (a, b) = (r.fs("a"), r.fs("b"));
+    let root = a.root();
+    // B allocates the file's blocks (from B's home cluster) and closes it.
+    let f = b.create(root, b"x", 0o644, 0, 0).unwrap();
+    let fh = b.open(f.ino, true).unwrap();
+    b.write(fh, 0, &vec![0x5a; 8 << 20]).unwrap();
+    b.close(fh).unwrap();
+    // B keeps allocating and freeing, so its cluster is never idle.
+    let stop_churn = Arc::new(AtomicBool::new(false));
+    let churn = {
+        let (b, stop_churn) = (b.clone(), stop_churn.clone());
+        std::thread::spawn(move || {
+            let mut i = 0u64;
+            while !stop_churn.load(Ordering::SeqCst) {
+                let name = format!("churn{}", i % 4);
+                let c = b.create(root, name.as_bytes(), 0o644, 0, 0).unwrap();
+                let fh = b.open(c.ino, true).unwrap();
+                b.write(fh, 0, &vec![i as u8; 2 << 20]).unwrap();
+                b.close(fh).unwrap();
+                b.unlink(root, name.as_bytes()).unwrap();
+                i += 1;
+            }
+            i
+        })
+    };
+    std::thread::sleep(super::tests::timeouts().dead_after);
+    let wa = a.open(f.ino, true).unwrap();
+    let shrink = SetAttr {
+        size: Some(4096),
+        ..SetAttr::default()
+    };
+    let truncated = a.setattr(f.ino, &shrink);
+    a.close(wa).unwrap();
+    let unlinked = a.unlink(root, b"x");
+    stop_churn.store(true, Ordering::SeqCst);
+    let rounds = churn.join().unwrap();
+    assert!(rounds > 10, "B churned only {rounds} times");
+    truncated.unwrap();
+    unlinked.unwrap();
+    stop(a);
+    stop(b);
+    r.check();
+}

@@ -26,11 +26,15 @@ impl Fs {
             return Err(FsError::Invalid(format!("range {off} (+{len})")));
         };
         let mut o = st.open.remove(&ino).expect("open file of a handle");
+        if let Err(e) = inner.promote_for(&mut st, &mut o.map, off, end) {
+            st.open.insert(ino, o);
+            return Err(e);
+        }
         let bs = o.map.block_size;
         let r = (|| {
             let mut n = off / bs;
             let last = end.div_ceil(bs);
-            if last > o.map.max_blocks() {
+            if end > o.map.max_bytes() {
                 return Err(FsError::TooBig(format!(
                     "inode {ino}: {end} bytes is past the largest file"
                 )));
@@ -60,6 +64,7 @@ impl Fs {
                             .ctx
                             .dev
                             .write_zeroes(o.map.data_addr(&inner.ctx, a), bs)?;
+                        ch.data_written();
                         o.map
                             .set(&inner.ctx, &mut st.alloc, &mut ch, b, a.encode())?;
                     }

@@ -1,7 +1,9 @@
 //! Where everything goes: the pure arithmetic that turns a device size and
 //! mkfs options into a [`Header`]. No I/O here.
 
-use crate::format::header::{Header, ResourceRegion, TimeoutMinimums, FORMAT_VERSION, META_BLOCK};
+use crate::format::header::{
+    Header, ResourceRegion, TimeoutMinimums, FEATURE_SMALL_FILES, FORMAT_VERSION, META_BLOCK,
+};
 use crate::format::{cluster, ResourceKind, MAX_HOSTS, SECTOR};
 
 const MIB: u64 = 1 << 20;
@@ -219,6 +221,7 @@ fn try_plan(size: u64, o: &MkfsOptions, uuid: [u8; 16], now_ns: u64) -> Option<H
     regions[ResourceKind::PointerBlock.index()] = ptr_r;
     let h = Header {
         version: FORMAT_VERSION,
+        features: FEATURE_SMALL_FILES,
         uuid,
         label: o.label.clone(),
         volume_size,
@@ -284,6 +287,20 @@ mod tests {
         assert!(f.clusters >= 8000);
         let meta: u64 = h.regions.iter().map(|r| u64::from(r.clusters) * 4096).sum();
         assert!(meta < 100 << 20, "cluster metadata {meta} bytes");
+    }
+
+    #[test]
+    fn new_volumes_have_small_files_and_unknown_features_are_refused() {
+        let h = plan(4 << 30, &opts(), [1; 16], 0).unwrap();
+        assert_eq!(h.features, FEATURE_SMALL_FILES);
+        let mut b = h.encode(0);
+        crate::format::block::put_u32(&mut b, 20, FEATURE_SMALL_FILES | 0x10);
+        crate::format::block::seal(&mut b, crate::format::header::HEADER_MAGIC, 0);
+        let e = Header::decode(&b, 0).unwrap_err().to_string();
+        assert!(e.contains("incompatible features 0x11"), "{e}");
+        let mut old = h.clone();
+        old.features = 0;
+        assert_eq!(Header::decode(&old.encode(0), 0).unwrap(), old);
     }
 
     #[test]

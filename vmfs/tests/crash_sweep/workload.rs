@@ -219,6 +219,26 @@ impl Runner {
         });
     }
 
+    /// Preallocate (eager, size kept) one block past the small-file limit
+    /// of a small-block file: the file is promoted to file blocks (its
+    /// small blocks copied into a file block, then one transaction switches
+    /// the map) and a zeroed block added past its end. The content does
+    /// not change, so whatever was promised stays promised through every
+    /// crash point of the promotion.
+    fn promote(&mut self, path: &str) {
+        self.step(&format!("promote {path}"), |r| {
+            let fh = r.fh(path);
+            let before = r.fs.getattr(r.ino(path)).expect("getattr").allocated;
+            r.fs.fallocate(fh, 1 << 20, 64 << 10, Falloc::Allocate { keep_size: true })
+                .expect("fallocate past the small-file limit");
+            let after = r.fs.getattr(r.ino(path)).expect("getattr").allocated;
+            assert!(
+                before < 1 << 20 && after == 2 << 20,
+                "{path}: {before} bytes in small blocks became {after} in two file blocks"
+            );
+        });
+    }
+
     fn promise(&mut self, id: u32) {
         let c = self.cur[&id].clone();
         self.model.data.insert(id, Some(c));
@@ -453,6 +473,15 @@ pub fn run(fs: Fs, fault: Arc<FaultDev>, rounds: u32) -> Recording {
             r.close(&format!("{d2}/huge"));
             r.unlink(&format!("{d2}/huge"));
         }
+        // A small-block file with a hole, promoted to a file block by a
+        // preallocation past the small-file limit (content unchanged and
+        // promised throughout), then written in its file block.
+        r.create(&format!("{d1}/p"));
+        r.write(&format!("{d1}/p"), 0, 200 << 10, s + 60, true);
+        r.write(&format!("{d1}/p"), 300 << 10, 5000, s + 61, true);
+        r.promote(&format!("{d1}/p"));
+        r.write(&format!("{d1}/p"), MIB - 100, 3000, s + 62, true);
+        r.close(&format!("{d1}/p"));
         // One left unlinked and open at the crash.
         r.create(&format!("{d2}/left"));
         r.write(&format!("{d2}/left"), 0, 20000, s + 50, true);
