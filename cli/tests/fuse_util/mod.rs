@@ -35,6 +35,22 @@ pub fn fuse_ready(test: &str) -> bool {
     true
 }
 
+/// Like [`fuse_ready`], but a missing root is a skip too: prints
+/// `SKIP: test: reason` and returns false when FUSE cannot be used here.
+pub fn fuse_or_skip(test: &str) -> bool {
+    let why = if !Path::new("/dev/fuse").exists() {
+        "/dev/fuse is absent (modprobe fuse)"
+    // SAFETY: geteuid has no preconditions.
+    } else if unsafe { libc::geteuid() } != 0 {
+        "not root (the mount is made directly through /dev/fuse)"
+    } else {
+        return true;
+    };
+    println!("SKIP: {test}: {why}");
+    eprintln!("SKIP: {test}: {why}");
+    false
+}
+
 /// A fresh sparse image of `size` bytes formatted with test timeouts.
 pub fn make_image(dir: &Path, size: u64) -> PathBuf {
     let img = dir.join("vol.img");
