@@ -163,7 +163,8 @@ fn three_hosts_fight_over_one_volume() {
         "fuse_multihost_soak: seed {seed}: {HOSTS} hosts × {WORKERS_PER_HOST} workers, {ran:.1?}; \
          ops: {}; allowed races: {}; reads verified {} (unsettled {}); EBUSY confirmed {}; \
          takeover {:?} (D + 2H = {:?}); final: {files} files, {bytes} bytes exact, \
-         fsck clean (after repairing {stale_locks} stale lock(s) of the killed host)",
+         fsck clean (after repairing {stale_locks} stale lock(s) of the killed host); \
+         known-limit ftruncate EBUSY retried {} time(s) (VMFS_MH_STRICT=1 fails on them)",
         ops.join(", "),
         if races.is_empty() {
             "none".into()
@@ -175,6 +176,7 @@ fn three_hosts_fight_over_one_volume() {
         stats.ebusy_confirmed,
         takeover.unwrap_or_default(),
         t.dead_after + 2 * t.heartbeat,
+        mh_soak::worker::FTRUNCATE_EBUSY_RETRIED.load(std::sync::atomic::Ordering::Relaxed),
     );
     assert!(
         stats.reads_verified > 0 && stats.ebusy_confirmed > 0,

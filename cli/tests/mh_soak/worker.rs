@@ -8,7 +8,7 @@ use std::io::Read;
 use std::os::fd::IntoRawFd;
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::PathBuf;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -55,8 +55,31 @@ pub fn write_version(f: &File, id: u64, version: u64, pause: Duration) -> std::i
     std::thread::sleep(pause);
     f.write_all_at(&data[half..], half as u64)
         .map_err(step("pwrite"))?;
-    f.set_len(data.len() as u64).map_err(step("ftruncate"))?;
+    truncate_retrying(f, data.len() as u64).map_err(step("ftruncate"))?;
     f.sync_all().map_err(step("fsync"))
+}
+
+/// ftruncate(2) calls that answered EBUSY and were tried again.
+pub static FTRUNCATE_EBUSY_RETRIED: AtomicU64 = AtomicU64::new(0);
+
+/// ftruncate, tried again (up to 20 times, 50 ms apart) when it answers
+/// EBUSY: the known limit of docs/fuse.md ("freeing into a cluster another
+/// host keeps", a wait that ends in EBUSY after D + T when two hosts'
+/// operations wait for each other's cluster and directory locks). With
+/// `VMFS_MH_STRICT=1` the first EBUSY fails the run instead.
+fn truncate_retrying(f: &File, len: u64) -> std::io::Result<()> {
+    let strict = std::env::var("VMFS_MH_STRICT").is_ok_and(|v| v == "1");
+    let mut tries = 0;
+    loop {
+        match f.set_len(len) {
+            Err(e) if errno(&e) == EBUSY && !strict && tries < 20 => {
+                tries += 1;
+                FTRUNCATE_EBUSY_RETRIED.fetch_add(1, Ordering::Relaxed);
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            r => return r,
+        }
+    }
 }
 
 /// [`close`] with the step named in the error.
