@@ -460,6 +460,15 @@ impl Inner {
             self.release(st, l)?;
             return Err(FsError::NotDir(ino));
         }
+        // Removed (by another host, or by us through another name the
+        // caller raced): nothing may be added to it — an entry there would
+        // name an inode no reachable directory names.
+        if l.map.inode.nlink == 0 {
+            self.release(st, l)?;
+            return Err(FsError::NotFound(format!(
+                "directory inode {ino} was removed"
+            )));
+        }
         Ok(l)
     }
 

@@ -31,7 +31,7 @@ impl Inner {
     /// directory's lock generation is the same before and after.
     fn read_dir<R>(
         &self,
-        st: &State,
+        st: &mut State,
         ino: u64,
         mut f: impl FnMut(&mut FileMap) -> FsResult<R>,
     ) -> FsResult<R> {
@@ -60,7 +60,11 @@ impl Inner {
                     return r;
                 }
             }
-            let _ = st;
+            // The holder may be waiting for a resource cluster we keep (we
+            // are in no change of our own here): let it have it.
+            if let Err(e) = st.alloc.yield_wanted() {
+                tracing::debug!("letting go of wanted clusters: {e}");
+            }
             if start.elapsed() > self.lock_wait {
                 return Err(FsError::Busy {
                     ino,
@@ -72,7 +76,7 @@ impl Inner {
         }
     }
 
-    fn lookup_entry(&self, st: &State, parent: u64, name: &[u8]) -> FsResult<DirEntry> {
+    fn lookup_entry(&self, st: &mut State, parent: u64, name: &[u8]) -> FsResult<DirEntry> {
         self.read_dir(st, parent, |m| dir::lookup(m, &self.ctx, None, name))?
             .ok_or_else(|| FsError::NotFound(name_str(name)))
     }
@@ -535,7 +539,7 @@ impl Inner {
 impl Fs {
     /// Find `name` in directory `parent`.
     pub fn lookup(&self, parent: u64, name: &[u8]) -> FsResult<Attr> {
-        let st = lock_st(&self.inner.st);
+        let mut st = lock_st(&self.inner.st);
         let inner = &*self.inner;
         let ino = match name {
             b"." => parent,
@@ -550,7 +554,7 @@ impl Fs {
                 if name.len() > super::NAME_MAX {
                     return Err(FsError::NameTooLong(name.len()));
                 }
-                inner.lookup_entry(&st, parent, name)?.ino
+                inner.lookup_entry(&mut st, parent, name)?.ino
             }
         };
         inner.getattr(&st, ino)
@@ -559,7 +563,7 @@ impl Fs {
     /// Entries of `ino` from `offset` (0 to start; then an item's `next`),
     /// at most `max`. "." and ".." come first.
     pub fn readdir(&self, ino: u64, offset: u64, max: usize) -> FsResult<Vec<DirItem>> {
-        let st = lock_st(&self.inner.st);
+        let mut st = lock_st(&self.inner.st);
         let inner = &*self.inner;
         let mut out = Vec::new();
         let me = inner.ctx.read_inode(ino)?;
@@ -587,7 +591,7 @@ impl Fs {
         if want == 0 {
             return Ok(out);
         }
-        let entries = inner.read_dir(&st, ino, |m| dir::list(m, &inner.ctx, from, want))?;
+        let entries = inner.read_dir(&mut st, ino, |m| dir::list(m, &inner.ctx, from, want))?;
         out.extend(entries.into_iter().map(|e| DirItem {
             next: e.key + 3,
             name: e.name,

@@ -90,6 +90,7 @@ impl VmfsFuse {
         who: (u32, u32),
     ) -> Res<(Attr, u64)> {
         self.gate_check()?;
+        self.check_dirs(&[parent])?;
         let write = writes(OpenFlags(flags));
         let a = match self
             .fs
@@ -97,7 +98,10 @@ impl VmfsFuse {
         {
             Ok(a) => a,
             Err(FsError::Exists(_)) if flags & libc::O_EXCL == 0 => {
-                let a = self.fs.lookup(parent, name.as_bytes()).map_err(fail)?;
+                let a = self
+                    .fs
+                    .lookup(parent, name.as_bytes())
+                    .map_err(|e| self.dir_error(&[parent], e))?;
                 if a.is_dir() && write {
                     return Err(Errno::from_i32(libc::EISDIR));
                 }
@@ -119,7 +123,7 @@ impl VmfsFuse {
                 }
                 a
             }
-            Err(e) => return Err(fail(e)),
+            Err(e) => return Err(self.dir_error(&[parent], e)),
         };
         let fh = self.open_retrying(a.ino, write)?;
         Ok((self.entry(a), fh))

@@ -37,7 +37,10 @@ impl Nodes {
             generation: a.generation,
         });
         n.nlookup += 1;
-        n.generation = a.generation;
+        // Generations only grow (a reused number gets the next one). Two
+        // session threads may answer lookups of one number concurrently,
+        // the older file's reply last: the node stays at the newest.
+        n.generation = n.generation.max(a.generation);
     }
 
     /// The kernel dropped `n` references to `ino`.
