@@ -56,7 +56,8 @@ fn tgt_without_compare_and_write_is_refused_read_write() {
         l.local_addr().unwrap().port()
     };
     // A control port of our own: never talk to another tgtd on the machine.
-    let ctl = 20_000 + (std::process::id() % 20_000) as u16;
+    // tgtadm takes -C only up to 32767.
+    let ctl = 2_000 + (std::process::id() % 30_000) as u16;
     let _tgtd = Tgtd(
         Command::new("tgtd")
             .args([
@@ -72,15 +73,13 @@ fn tgt_without_compare_and_write_is_refused_read_write() {
             .unwrap(),
     );
     let start = Instant::now();
-    while tgtadm(
+    while let Err(e) = tgtadm(
         ctl,
         &["--op", "new", "--mode", "target", "--tid", "1", "-T", IQN],
-    )
-    .is_err()
-    {
+    ) {
         assert!(
             start.elapsed() < Duration::from_secs(10),
-            "tgtd did not start"
+            "tgtd (control port {ctl}) did not start: last tgtadm said: {e}"
         );
         std::thread::sleep(Duration::from_millis(50));
     }
