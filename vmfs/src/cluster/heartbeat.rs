@@ -3,33 +3,19 @@
 //! beat costs one slot write and one region read, however many locks the
 //! host holds (locks are never renewed one by one).
 
-use super::host::{lock, read_region, Shared};
+use std::sync::MutexGuard;
+
+use super::host::{lock, read_region, HbState, Shared};
 use super::sector_cas::{cas_sector, nonce, SectorCas};
 use super::ClusterError;
-use crate::format::SlotState;
+use crate::format::{HeartbeatSlot, SlotState};
 
 pub(crate) fn beat(sh: &Shared) -> Result<(), ClusterError> {
     sh.io_allowed()?;
     {
-        let mut hb = lock(&sh.hb);
-        let mut next = hb.slot.clone();
-        next.counter += 1;
-        next.write_nonce = nonce();
-        let img = next.encode();
-        let issue = sh.clock.now();
-        match cas_sector(sh.raw.as_ref(), sh.slot_addr, &hb.image, &img)? {
-            SectorCas::Won => {
-                hb.image = img;
-                hb.slot = next;
-                sh.set_last_landed(issue);
-            }
-            SectorCas::Lost(_) => {
-                drop(hb);
-                // Someone compare-and-wrote our slot: we were declared dead.
-                sh.fence("heartbeat slot was overwritten by another host (declared dead)");
-                return Err(ClusterError::Fenced("declared dead by another host".into()));
-            }
-        }
+        let hb = lock(&sh.hb);
+        let next = hb.slot.clone();
+        write_slot(sh, hb, next)?;
     }
     let min_dead = sh.min_dead();
     let issued = sh.clock.now();
@@ -55,12 +41,23 @@ pub(crate) fn beat(sh: &Shared) -> Result<(), ClusterError> {
 /// a beat) so holders see it at their next region read.
 pub(crate) fn set_wanted(sh: &Shared, addr: u64) -> Result<(), ClusterError> {
     sh.io_allowed()?;
-    let mut hb = lock(&sh.hb);
+    let hb = lock(&sh.hb);
     if hb.slot.wanted_lock == addr {
         return Ok(());
     }
     let mut next = hb.slot.clone();
     next.wanted_lock = addr;
+    write_slot(sh, hb, next)
+}
+
+/// Compare-and-write our slot from the image we last wrote to `next`, as a
+/// beat (counter + 1, fresh nonce). Losing means someone else wrote our
+/// slot: we were declared dead, and fence.
+fn write_slot(
+    sh: &Shared,
+    mut hb: MutexGuard<'_, HbState>,
+    mut next: HeartbeatSlot,
+) -> Result<(), ClusterError> {
     next.counter += 1;
     next.write_nonce = nonce();
     let img = next.encode();

@@ -233,19 +233,32 @@ impl Allocator {
             })
             .copied()
             .collect();
-        if give.is_empty() {
+        let until = Instant::now() + self.cool_down;
+        for &k in &give {
+            self.cooling.insert(k, until);
+        }
+        self.let_go(give)
+    }
+
+    /// Release the clusters `keys` (held). Another host may allocate in one
+    /// as soon as it has it: no discard of ours may land after that, so
+    /// every pending discard is done first. Returns the first unlock error.
+    fn let_go(&mut self, keys: Vec<(ResourceKind, u32)>) -> FsResult<()> {
+        if keys.is_empty() {
             return Ok(());
         }
-        // The waiter may allocate as soon as it has the cluster: no discard
-        // of ours may land after that.
         self.discards.drain();
-        let until = Instant::now() + self.cool_down;
-        for k in give {
+        let mut first = None;
+        for k in keys {
             self.held.remove(&k);
-            self.cooling.insert(k, until);
-            self.host.unlock(self.lock_addr(k.0, k.1))?;
+            if let Err(e) = self.host.unlock(self.lock_addr(k.0, k.1)) {
+                first.get_or_insert(e);
+            }
         }
-        Ok(())
+        match first {
+            Some(e) => Err(e.into()),
+            None => Ok(()),
+        }
     }
 
     /// Allocate one resource of `kind`; its bitmap change is staged in `ch`.
@@ -450,8 +463,7 @@ impl Allocator {
             .held
             .iter()
             .filter(|(&(kind, c), h)| {
-                now.duration_since(h.last_used) >= idle
-                    || wanted.contains(&self.vol.cluster_lock_addr(kind, c))
+                now.duration_since(h.last_used) >= idle || wanted.contains(&self.lock_addr(kind, c))
             })
             .map(|(k, _)| *k)
             .collect();
@@ -460,23 +472,7 @@ impl Allocator {
                 self.cooling.insert(*k, now + self.cool_down);
             }
         }
-        if old.is_empty() {
-            return Ok(());
-        }
-        // Another host may allocate a block as soon as it has the cluster:
-        // no discard of ours may land after that.
-        self.discards.drain();
-        let mut first = None;
-        for k in old {
-            self.held.remove(&k);
-            if let Err(e) = self.host.unlock(self.lock_addr(k.0, k.1)) {
-                first.get_or_insert(e);
-            }
-        }
-        match first {
-            Some(e) => Err(e.into()),
-            None => Ok(()),
-        }
+        self.let_go(old)
     }
 
     /// Release every cluster held.

@@ -21,11 +21,7 @@ impl VmfsFuse {
     /// exists under the directory's current inode.
     pub(super) fn dir_error(&self, dirs: &[u64], e: crate::fs::FsError) -> Errno {
         if matches!(e.errno(), libc::ENOENT | libc::ENOTDIR)
-            && dirs.iter().any(|&d| {
-                self.fs
-                    .getattr(d)
-                    .is_ok_and(|a| !a.is_dir() || !self.nodes.is_current(&a))
-            })
+            && dirs.iter().any(|&d| self.dir_node_current(d) == Ok(false))
         {
             return Errno::from_i32(libc::ESTALE);
         }
@@ -38,13 +34,18 @@ impl VmfsFuse {
     /// otherwise act on that one).
     pub(super) fn check_dirs(&self, dirs: &[u64]) -> Res<()> {
         for &d in dirs {
-            match self.fs.getattr(d) {
-                Ok(a) if a.is_dir() && self.nodes.is_current(&a) => {}
-                Ok(_) => return Err(Errno::from_i32(libc::ESTALE)),
-                Err(e) => return Err(fail(e)),
+            if !self.dir_node_current(d)? {
+                return Err(Errno::from_i32(libc::ESTALE));
             }
         }
         Ok(())
+    }
+
+    /// Does directory node `d` still hold the directory the kernel was
+    /// handed (same generation, still a directory)?
+    fn dir_node_current(&self, d: u64) -> Res<bool> {
+        let a = self.fs.getattr(d).map_err(fail)?;
+        Ok(a.is_dir() && self.nodes.is_current(&a))
     }
 
     /// Hand `a` to the kernel (one more reference to its node).
