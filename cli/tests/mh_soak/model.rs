@@ -134,13 +134,32 @@ impl Model {
         let t = self.start.elapsed().as_secs_f64();
         if let Some(f) = self.files.get_mut(&id) {
             f.history.push(format!("{t:8.3}s {who}: {what}"));
-            if f.history.len() > 24 {
+            if f.history.len() > 64 {
                 f.history.remove(0);
             }
         }
     }
 
     /// File `id`'s history, one event a line.
+    /// The histories of every file that ever held `path`.
+    pub fn story_of(&self, path: &str) -> String {
+        let mut out = String::new();
+        for (id, f) in &self.files {
+            let mentions = f.history.iter().any(|h| {
+                h.split(|c: char| c.is_whitespace() || c == ',')
+                    .any(|w| w == path)
+            });
+            if mentions {
+                out.push_str(&format!(
+                    "history of file {id} (inode {}):\n{}\n",
+                    f.ino,
+                    f.history.join("\n")
+                ));
+            }
+        }
+        out
+    }
+
     pub fn history(&self, id: u64) -> String {
         self.files
             .get(&id)

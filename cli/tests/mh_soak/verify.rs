@@ -1,6 +1,7 @@
 //! The end of the run: the volume, mounted afresh, holds exactly what the
 //! model says — every name, every file's last committed bytes.
 
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
 use super::content::mismatch;
@@ -16,8 +17,11 @@ pub fn volume_matches(root: &Path, m: &Model) -> Result<(usize, u64), Vec<String
             None => {
                 if let Ok(md) = std::fs::symlink_metadata(&p) {
                     bad.push(format!(
-                        "{name}: exists ({:?}), the model says removed",
-                        md.file_type()
+                        "{name}: exists ({:?}, inode {}, {} bytes), the model says removed\n{}",
+                        md.file_type(),
+                        md.ino(),
+                        md.len(),
+                        m.story_of(name)
                     ));
                 }
             }

@@ -6,7 +6,7 @@
 use std::fs::{File, OpenOptions};
 use std::io::Read;
 use std::os::fd::IntoRawFd;
-use std::os::unix::fs::{FileExt, MetadataExt};
+use std::os::unix::fs::{DirEntryExt, FileExt, MetadataExt};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -157,6 +157,71 @@ impl Worker {
     }
 
     /// A failure about file `id`: its history is appended.
+    /// After a wrong read: what this host and the others see now, past the
+    /// attribute timeout (tells a stale cache from damage on the volume).
+    fn look_again(&self, path: &str, id: u64, version: u64) -> String {
+        std::thread::sleep(Duration::from_millis(1200));
+        let mut out = String::new();
+        let Some(top) = self.root.parent() else {
+            return out;
+        };
+        for h in 0..16 {
+            let root = top.join(format!("m{h}"));
+            if !root.exists() {
+                break;
+            }
+            let p = root.join(path);
+            let seen = std::fs::metadata(&p).and_then(|md| {
+                let got = std::fs::read(&p)?;
+                Ok(format!(
+                    "stat {} bytes, read {}",
+                    md.len(),
+                    mismatch(&got, id, version).unwrap_or_else(|| "right".into())
+                ))
+            });
+            let mine = if root == self.root {
+                " (this host)"
+            } else {
+                ""
+            };
+            out.push_str(&format!("  1.2 s later on m{h}{mine}: {seen:?}\n"));
+        }
+        out
+    }
+
+    /// After a wrong listing: whether each host lists `name` in `dir` now,
+    /// past the attribute timeout.
+    fn list_again(&self, dir: &str, name: &str) -> String {
+        std::thread::sleep(Duration::from_millis(1200));
+        let mut out = String::new();
+        let Some(top) = self.root.parent() else {
+            return out;
+        };
+        let base = name.rsplit('/').next().unwrap_or(name);
+        for h in 0..16 {
+            let root = top.join(format!("m{h}"));
+            if !root.exists() {
+                break;
+            }
+            let listed = std::fs::read_dir(root.join(dir)).map(|rd| {
+                rd.flatten()
+                    .filter(|e| e.file_name().to_string_lossy() == base)
+                    .map(|e| e.ino())
+                    .collect::<Vec<_>>()
+            });
+            let st = std::fs::symlink_metadata(root.join(name)).map(|md| md.ino());
+            let mine = if root == self.root {
+                " (this host)"
+            } else {
+                ""
+            };
+            out.push_str(&format!(
+                "  1.2 s later on m{h}{mine}: listed with inode {listed:?}, lookup {st:?}\n"
+            ));
+        }
+        out
+    }
+
     fn fail_file(&self, op: &str, path: &str, id: u64, what: String) {
         let h = self.sh.model.lock().unwrap().history(id);
         self.fail(op, path, format!("{what}\nhistory of file {id}:\n{h}"));
@@ -287,7 +352,10 @@ impl Worker {
                     Ok(md.ino())
                 });
                 match r {
-                    Ok(ino) => sh.model.lock().unwrap().created(&path, id, ino, 1),
+                    Ok(ino) => {
+                        sh.model.lock().unwrap().created(&path, id, ino, 1);
+                        self.note(id, "created it (write+fsync+close done)".into());
+                    }
                     Err(e) => self.fail("create+write+fsync+close", &path, format!("{e}")),
                 }
             }
@@ -381,7 +449,13 @@ impl Worker {
         let r = write_version(&f, id, version, pause);
         self.unhold(id, h);
         match r.and_then(|()| close_named(f)) {
-            Ok(()) => self.sh.model.lock().unwrap().committed(id, version),
+            Ok(()) => {
+                self.sh.model.lock().unwrap().committed(id, version);
+                self.note(
+                    id,
+                    format!("wrote version {version} (write+fsync+close done)"),
+                );
+            }
             Err(e) => self.fail_file("write+fsync+close", path, id, format!("{e}")),
         }
     }
@@ -425,9 +499,14 @@ impl Worker {
             }
             Ok(f) => f,
         };
-        let ino = match f.metadata() {
-            Ok(md) => md.ino(),
-            Err(e) => return self.fail("fstat", &path, format!("{e}")),
+        let (ino, size_at_open) = match f.metadata() {
+            Ok(md) => (md.ino(), md.len()),
+            // Removed and reclaimed by another host since the open (the
+            // open held no lock: that host had the file open for write).
+            Err(e) => {
+                let racy = !name_settled();
+                return self.error("fstat", &path, &e, &[], &[ESTALE], racy);
+            }
         };
         let (id, s1) = {
             let m = sh.model.lock().unwrap();
@@ -452,11 +531,22 @@ impl Worker {
         match (id, s1) {
             (Some(id), Some((version, _))) if s1 == s2 => {
                 if let Some(why) = mismatch(&got, id, version) {
+                    self.note(
+                        id,
+                        format!(
+                            "read {} bytes after an open at which fstat said {size_at_open}",
+                            got.len()
+                        ),
+                    );
+                    let again = self.look_again(&path, id, version);
                     return self.fail_file(
                         "read",
                         &path,
                         id,
-                        format!("settled file {id} (inode {ino}) read wrong: {why}"),
+                        format!(
+                            "settled file {id} (inode {ino}) read wrong: {why}; fstat at open \
+                             said {size_at_open} bytes\n{again}"
+                        ),
                     );
                 }
                 sh.stats.lock().unwrap().reads_verified += 1;
@@ -493,7 +583,13 @@ impl Worker {
         drop(m);
         sh.count_op(if replace { "rename-replace" } else { "rename" });
         match std::fs::rename(self.root.join(&src), self.root.join(&dst)) {
-            Ok(()) => sh.model.lock().unwrap().renamed(&src, &dst),
+            Ok(()) => {
+                let mut m = sh.model.lock().unwrap();
+                m.renamed(&src, &dst);
+                if let Some(Kind::File(id)) = m.kind(&dst) {
+                    m.note(id, &self.who(), format!("rename {src} -> {dst} returned"));
+                }
+            }
             Err(e) => self.error(
                 "rename",
                 &format!("{src} -> {dst}"),
@@ -523,7 +619,13 @@ impl Worker {
         drop(m);
         sh.count_op("unlink");
         match std::fs::remove_file(self.root.join(&path)) {
-            Ok(()) => sh.model.lock().unwrap().unlinked(&path),
+            Ok(()) => {
+                let mut m = sh.model.lock().unwrap();
+                if let Some(Kind::File(id)) = m.kind(&path) {
+                    m.note(id, &self.who(), format!("unlink {path} returned"));
+                }
+                m.unlinked(&path);
+            }
             Err(e) => self.error("unlink", &path, &e, &[EBUSY], &[ENOENT, ESTALE], racy),
         }
         sh.model.lock().unwrap().release(&claims);
@@ -661,7 +763,13 @@ impl Worker {
             let what = match (kind, found) {
                 (None, None) => continue,
                 (Some(_), None) => "is missing from the listing".to_string(),
-                (None, Some(_)) => "is listed but was removed".to_string(),
+                (None, Some((_, st))) => {
+                    let st = st.as_ref().map(|md| (md.ino(), md.nlink(), md.len()));
+                    let again = self.list_again(&dir, c);
+                    format!(
+                        "is listed but was removed (stat as (ino, nlink, size): {st:?})\n{again}"
+                    )
+                }
                 (Some(k), Some((_, Err(e)))) => format!("stat: {e} (model: {k:?})"),
                 (Some(Kind::Dir), Some((_, Ok(md)))) if md.is_dir() => continue,
                 (Some(Kind::File(id)), Some((_, Ok(md))))
@@ -675,7 +783,7 @@ impl Worker {
                     md.ino()
                 ),
             };
-            let what = format!("settled name {c} {what}");
+            let what = format!("settled name {c} {what}\n{}", m.story_of(c));
             drop(m);
             return self.fail("readdir+stat", &dir, what);
         }

@@ -39,6 +39,11 @@ pub enum FsError {
     ArgTooBig(String),
     #[error("bad file handle {0}")]
     BadHandle(u64),
+    /// The inode has no name left (removed, possibly by another host, and
+    /// perhaps reclaimed) and is not open here: a handle or kernel node
+    /// that still names it is stale.
+    #[error("inode {0} was removed (stale handle)")]
+    Stale(u64),
     #[error("inode {ino}: {why} (run vmfs-fsck)")]
     Corrupt { ino: u64, why: String },
     #[error(transparent)]
@@ -75,6 +80,7 @@ impl FsError {
             FsError::TooBig(_) => libc::EFBIG,
             FsError::NotPermitted(_) => libc::EPERM,
             FsError::BadHandle(_) => libc::EBADF,
+            FsError::Stale(_) => libc::ESTALE,
             FsError::NoAttr { .. } => libc::ENODATA,
             FsError::NotSupported(_) => libc::EOPNOTSUPP,
             FsError::Range(_) => libc::ERANGE,

@@ -80,6 +80,15 @@ impl Fs {
                     let _ = host.unlock(addr);
                     return Err(FsError::IsDir(ino));
                 }
+                // Removed since the caller found it (another host unlinked
+                // or replaced the name, and may have reclaimed it): opening
+                // it would show an empty file, or nothing real at all.
+                Ok(m) if m.inode.nlink == 0 => {
+                    if mode != OpenMode::Unlocked {
+                        let _ = host.unlock(addr);
+                    }
+                    return Err(FsError::Stale(ino));
+                }
                 Ok(m) => m,
                 Err(e) => {
                     if mode != OpenMode::Unlocked {
@@ -196,7 +205,7 @@ impl Fs {
         let (ino, _) = self.handle(&st, fh)?;
         let o = st.open.get_mut(&ino).expect("open file of a handle");
         if o.mode == OpenMode::Unlocked {
-            o.map.reload(&inner.ctx)?;
+            reload_unlocked(inner, &mut o.map)?;
         }
         let size = o.map.inode.size;
         if off >= size {
@@ -311,10 +320,22 @@ impl Fs {
         let (ino, _) = self.handle(&st, fh)?;
         let o = st.open.get_mut(&ino).expect("open file of a handle");
         if o.mode == OpenMode::Unlocked {
-            o.map.reload(&inner.ctx)?;
+            reload_unlocked(inner, &mut o.map)?;
         }
         data::seek(&mut o.map, &inner.ctx, off, data)
     }
+}
+
+/// Re-read the map of a file open here without a lock (another host has
+/// it open for write and commits as it goes). Once that host has removed
+/// the last name and reclaimed it, the inode reads as empty: stale, not an
+/// empty file.
+fn reload_unlocked(inner: &Inner, map: &mut FileMap) -> FsResult<()> {
+    map.reload(&inner.ctx)?;
+    if map.inode.nlink == 0 {
+        return Err(FsError::Stale(map.ino()));
+    }
+    Ok(())
 }
 
 fn host_downgrade(inner: &Inner, o: &mut Open, addr: u64) -> FsResult<()> {

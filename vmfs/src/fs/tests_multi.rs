@@ -244,3 +244,40 @@ fn a_directory_removed_on_another_host_takes_no_entries() {
     stop(b);
     r.check();
 }
+
+#[test]
+fn a_file_removed_on_another_host_opens_stale_not_empty() {
+    let r = Rig::new(256 << 20, None);
+    let (a, b) = (r.fs("a"), r.fs("b"));
+    let root = a.root();
+    let f = a.create(root, b"doomed", 0o644, 0, 0).unwrap();
+    let fh = a.open(f.ino, true).unwrap();
+    a.write(fh, 0, b"contents").unwrap();
+    a.close(fh).unwrap();
+    // B found the name (as a kernel dentry or an NFS handle would keep
+    // it); A then replaces it and the old inode is reclaimed.
+    let seen = b.lookup(root, b"doomed").unwrap();
+    let g = a.create(root, b"newer", 0o644, 0, 0).unwrap();
+    a.rename(root, b"newer", root, b"doomed").unwrap();
+    assert_eq!(a.lookup(root, b"doomed").unwrap().ino, g.ino);
+    // Opening the old inode is stale, for reading and for writing; it is
+    // never an empty file.
+    for write in [false, true] {
+        let e = b.open(seen.ino, write).unwrap_err();
+        assert_eq!(e.errno(), libc::ESTALE, "write={write}: {e}");
+    }
+    // A reader following another host's writer without a lock learns the
+    // same once that host removes and reclaims the file.
+    let w = a.open(g.ino, true).unwrap();
+    a.write(w, 0, b"abc").unwrap();
+    a.fsync(w).unwrap();
+    let rb = b.open(g.ino, false).unwrap();
+    assert_eq!(b.read(rb, 0, 3).unwrap(), b"abc");
+    a.close(w).unwrap();
+    a.unlink(root, b"doomed").unwrap();
+    assert_eq!(b.read(rb, 0, 3).unwrap_err().errno(), libc::ESTALE);
+    b.close(rb).unwrap();
+    stop(a);
+    stop(b);
+    r.check();
+}

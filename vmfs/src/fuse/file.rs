@@ -60,7 +60,15 @@ impl VmfsFuse {
         if a.is_dir() && writes(flags) {
             return Err(Errno::from_i32(libc::EISDIR));
         }
-        self.open_retrying(ino, writes(flags))
+        let fh = self.open_retrying(ino, writes(flags))?;
+        // Another host may have removed the file and reused its number
+        // between the check above and the open: then this is another
+        // file, and the kernel's node is stale.
+        if let Err(e) = self.do_getattr(ino) {
+            let _ = self.fs.close(fh);
+            return Err(e);
+        }
+        Ok(fh)
     }
 
     /// [`Fs::open`](crate::fs::Fs::open), retried for a short while when
