@@ -13,7 +13,6 @@ pub mod alloc;
 pub mod codes;
 pub mod dirs;
 pub mod disk;
-pub mod fs_store;
 mod header;
 mod heartbeat;
 mod journals;

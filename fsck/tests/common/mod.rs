@@ -128,7 +128,8 @@ pub fn build(path: &Path) -> Contents {
 /// snapshot over it with data, and a zeroedthick data disk.
 pub fn vm_disks(fs: &Fs) {
     use vmfs::vmdk::{create_flat_disk, create_snapshot, DiskChain, FlatDiskOptions, Provisioning};
-    let store = vmfs_fsck::fs_store::FsStore::new(fs.clone());
+    use vmfs::disk::{FsStore, ReadLock, WriteLock};
+    let store = FsStore::new(fs.clone(), WriteLock::Exclusive, ReadLock::Follow);
     store.mkdir_p("vm1").expect("mkdir vm1");
     let write = |disk: &str, seed: u64| {
         let mut c = DiskChain::open(Arc::new(store.clone()), disk, true).expect("open disk");
