@@ -9,8 +9,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
-use vmfs::vmdk::DiskChain;
 use vmfs::disk::{FsStore, ReadLock, WriteLock};
+use vmfs::vmdk::DiskChain;
 
 const LIMIT: Duration = Duration::from_secs(60);
 const CAPACITY: usize = 16 << 20;

@@ -127,8 +127,8 @@ pub fn build(path: &Path) -> Contents {
 /// A VM directory with real VMDK disks: a thin flat base with data, a COWD
 /// snapshot over it with data, and a zeroedthick data disk.
 pub fn vm_disks(fs: &Fs) {
-    use vmfs::vmdk::{create_flat_disk, create_snapshot, DiskChain, FlatDiskOptions, Provisioning};
     use vmfs::disk::{FsStore, ReadLock, WriteLock};
+    use vmfs::vmdk::{create_flat_disk, create_snapshot, DiskChain, FlatDiskOptions, Provisioning};
     let store = FsStore::new(fs.clone(), WriteLock::Exclusive, ReadLock::Follow);
     store.mkdir_p("vm1").expect("mkdir vm1");
     let write = |disk: &str, seed: u64| {

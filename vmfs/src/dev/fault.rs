@@ -26,8 +26,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use super::{
-    check_cas, check_io, BlockDev, CasOutcome, DevError, DevOp, FenceToken,
-    FencedOp, SharedDev,
+    check_cas, check_io, BlockDev, CasOutcome, DevError, DevOp, FenceToken, FencedOp, SharedDev,
 };
 
 /// Which unflushed writes survive [`FaultDev::crash`].
