@@ -13,18 +13,6 @@ use vmfs::volume::read_header;
 
 const LIMIT: Duration = Duration::from_secs(60);
 
-fn codes(out: &RunOut) -> Vec<String> {
-    let j: serde_json::Value = serde_json::from_str(&out.stdout).unwrap_or_default();
-    j["codes"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|c| c.as_str().map(String::from))
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
 #[test]
 fn a_repair_cut_between_the_two_headers_is_finished_by_hdr002() {
     let dir = tempfile::tempdir().expect("tempdir");

@@ -203,6 +203,19 @@ pub struct RunOut {
 }
 
 /// Run `bin args…` and kill it after `limit` (a hang fails the test).
+/// The codes a `--json` run reported.
+pub fn codes(out: &RunOut) -> Vec<String> {
+    let j: serde_json::Value = serde_json::from_str(&out.stdout).unwrap_or_default();
+    j["codes"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|c| c.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 pub fn run(bin: &str, args: &[&str], limit: Duration) -> RunOut {
     let t = Instant::now();
     let mut child = Command::new(bin)
