@@ -4,19 +4,17 @@
 //! mount removed. A fenced host fails every request with EIO, unmounts and
 //! exits with status 3.
 
-use crate::process::watch_host_events;
 use std::path::PathBuf;
 use std::sync::mpsc;
 use std::time::Duration;
 
-use vmfs::cluster::{Host, HostConfig, Timeouts};
-use vmfs::disk::swap::Reclaimer;
-use vmfs::fs::Fs;
+use vmfs::cluster::{HostConfig, Timeouts};
 use vmfs::fuse::{FuseOptions, Unmounted};
 use vmfs::volume::Volume;
 
 use crate::device::open_device_full;
-use crate::process::{block_signals, machine_name, wait_signal};
+use crate::process::{block_signals, machine_name, watch_stops, Stop};
+use crate::session::Session;
 
 #[derive(clap::Args, Debug)]
 pub struct MountArgs {
@@ -47,13 +45,6 @@ pub struct MountArgs {
     /// in parallel; metadata operations one at a time).
     #[arg(long, default_value_t = 2)]
     pub threads: usize,
-}
-
-/// Why the mount stops.
-enum Stop {
-    Signal(libc::c_int),
-    Unmounted,
-    Fenced(String),
 }
 
 /// The volume's timeouts with the given fields raised (join refuses any
@@ -104,18 +95,8 @@ pub fn run(a: &MountArgs) -> Result<(), String> {
     );
     cfg.fencer = opened.fencer();
     let label = vol.header.label.clone();
-    let host = Host::join(vol, cfg).map_err(|e| format!("joining '{label}': {e}"))?;
-    let (stop_tx, stop_rx) = mpsc::channel::<Stop>();
     let (host_tx, host_rx) = mpsc::channel();
-    host.subscribe(host_tx);
-    host.start();
-    let fs = match Fs::mount(host.clone()) {
-        Ok(fs) => fs,
-        Err(e) => {
-            let _ = host.leave();
-            return Err(format!("mounting the filesystem of '{label}': {e}"));
-        }
-    };
+    let session = Session::start(&a.device, vol, cfg, Some(host_tx))?;
     let opts = FuseOptions {
         ttl: Duration::from_millis(a.attr_timeout_ms),
         threads: a.threads,
@@ -124,20 +105,18 @@ pub fn run(a: &MountArgs) -> Result<(), String> {
         ..FuseOptions::default()
     };
     // Swap files of hosts that die are reclaimed by whoever is mounted.
-    let reclaimer = Reclaimer::start(
-        fs.clone(),
-        host.timeouts().heartbeat.max(Duration::from_millis(250)),
-        |r| println!("vmfs mount: {r}"),
-    );
+    let reclaimer = session.reclaim_swap("vmfs mount");
     let (destroy_tx, destroy_rx) = mpsc::channel();
-    let mounted = match vmfs::fuse::mount(fs.clone(), &a.mountpoint, &opts, Some(destroy_tx)) {
-        Ok(m) => m,
-        Err(e) => {
-            let _ = fs.unmount();
-            let _ = host.leave();
-            return Err(e.to_string());
-        }
-    };
+    let mounted =
+        match vmfs::fuse::mount(session.fs.clone(), &a.mountpoint, &opts, Some(destroy_tx)) {
+            Ok(m) => m,
+            Err(e) => {
+                drop(reclaimer);
+                session.leave(&mut Vec::new());
+                return Err(e.to_string());
+            }
+        };
+    let host = &session.host;
     let t = host.timeouts();
     println!(
         "vmfs mount: volume '{label}' mounted at {} (host slot {}, H {:?}, D {:?})",
@@ -146,19 +125,8 @@ pub fn run(a: &MountArgs) -> Result<(), String> {
         t.heartbeat,
         t.dead_after
     );
-    let tx = stop_tx.clone();
-    std::thread::spawn(move || {
-        let _ = tx.send(Stop::Signal(wait_signal(&set)));
-    });
-    let tx = stop_tx.clone();
-    watch_host_events(host_rx, Some("vmfs mount: ".into()), move |why| {
-        let _ = tx.send(Stop::Fenced(why));
-    });
-    std::thread::spawn(move || {
-        if destroy_rx.recv().is_ok() {
-            let _ = stop_tx.send(Stop::Unmounted);
-        }
-    });
+    let (stop_tx, stop_rx) = mpsc::channel();
+    watch_stops(&stop_tx, set, host_rx, "vmfs mount: ", Some(destroy_rx));
     let stop = stop_rx
         .recv()
         .map_err(|_| "vmfs mount: lost every stop source".to_string())?;
@@ -174,7 +142,7 @@ pub fn run(a: &MountArgs) -> Result<(), String> {
                 }
                 Err(e) => eprintln!("vmfs mount: {e}"),
             }
-            host.abandon();
+            session.host.abandon();
             std::process::exit(3);
         }
         Stop::Signal(sig) => {
@@ -185,13 +153,7 @@ pub fn run(a: &MountArgs) -> Result<(), String> {
     mounted.gate().stop();
     drop(reclaimer);
     let mut errors = Vec::new();
-    if let Err(e) = fs.unmount() {
-        errors.push(format!("closing files: {e}"));
-    }
-    drop(fs);
-    if let Err(e) = host.leave() {
-        errors.push(format!("leaving the volume: {e}"));
-    } else {
+    if session.leave(&mut errors) {
         println!("vmfs mount: left the volume cleanly (slot marked CLEAN_EXIT)");
     }
     match mounted.unmount() {

@@ -57,3 +57,39 @@ pub fn watch_host_events(
         }
     });
 }
+
+/// Why a serving command (`vmfs mount`, `vmfs up`) stops.
+pub enum Stop {
+    Signal(libc::c_int),
+    Fenced(String),
+    Unmounted,
+}
+
+/// Send on `tx` what stops a serving command: the first signal of `set`,
+/// this host's fencing (from `host_events`; recoveries of dead hosts are
+/// reported as `"{who}recovered …"`) and, given `unmounted`, its FUSE
+/// mount going away from outside.
+pub fn watch_stops(
+    tx: &std::sync::mpsc::Sender<Stop>,
+    set: libc::sigset_t,
+    host_events: std::sync::mpsc::Receiver<vmfs::cluster::HostEvent>,
+    who: &str,
+    unmounted: Option<std::sync::mpsc::Receiver<()>>,
+) {
+    let t = tx.clone();
+    std::thread::spawn(move || {
+        let _ = t.send(Stop::Signal(wait_signal(&set)));
+    });
+    let t = tx.clone();
+    watch_host_events(host_events, Some(who.into()), move |why| {
+        let _ = t.send(Stop::Fenced(why));
+    });
+    if let Some(rx) = unmounted {
+        let t = tx.clone();
+        std::thread::spawn(move || {
+            if rx.recv().is_ok() {
+                let _ = t.send(Stop::Unmounted);
+            }
+        });
+    }
+}

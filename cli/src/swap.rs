@@ -10,7 +10,7 @@
 use crate::process::watch_host_events;
 use std::sync::mpsc;
 
-use vmfs::disk::swap::{delete_swap, Reclaimer, SwapFile};
+use vmfs::disk::swap::{delete_swap, SwapFile};
 
 use crate::process::{block_signals, wait_signal};
 use crate::session::{HostArgs, Session};
@@ -105,12 +105,7 @@ fn create(a: &CreateArgs) -> Result<(), String> {
         human(swap.size()),
         s.host.slot()
     );
-    let interval = s
-        .host
-        .timeouts()
-        .heartbeat
-        .max(std::time::Duration::from_millis(250));
-    let reclaimer = Reclaimer::start(s.fs.clone(), interval, |r| println!("vmfs swap: {r}"));
+    let reclaimer = s.reclaim_swap("vmfs swap");
     let (tx, rx) = mpsc::channel::<Option<String>>();
     let (htx, hrx) = mpsc::channel();
     s.host.subscribe(htx);

@@ -30,6 +30,7 @@ pub enum Code {
     Inode004,
     Inode005,
     Inode006,
+    Inode007,
     Dir001,
     Dir002,
     Dir003,
@@ -48,7 +49,7 @@ pub enum Code {
 }
 
 impl Code {
-    pub const ALL: [Code; 38] = [
+    pub const ALL: [Code; 39] = [
         Code::Hdr001,
         Code::Hdr002,
         Code::Slot001,
@@ -72,6 +73,7 @@ impl Code {
         Code::Inode004,
         Code::Inode005,
         Code::Inode006,
+        Code::Inode007,
         Code::Dir001,
         Code::Dir002,
         Code::Dir003,
@@ -116,6 +118,7 @@ impl Code {
             Inode004 => "INODE004",
             Inode005 => "INODE005",
             Inode006 => "INODE006",
+            Inode007 => "INODE007",
             Dir001 => "DIR001",
             Dir002 => "DIR002",
             Dir003 => "DIR003",
@@ -149,7 +152,7 @@ impl Code {
             Slot001 | Slot002 | Slot003 | Slot004 | Lock001 | Lock002 | Lock003 | Lock004 => 2,
             Jrnl001 | Jrnl002 => 3,
             Bmap001 | Bmap002 | Bmap003 | Bmap004 | Bmap005 => 4,
-            Inode001 | Inode002 | Inode003 | Inode004 | Inode005 | Inode006 => 5,
+            Inode001 | Inode002 | Inode003 | Inode004 | Inode005 | Inode006 | Inode007 => 5,
             Dir001 | Dir002 | Dir003 | Dir004 | Dir005 | Dir006 | Dir007 => 6,
             Vmdk001 | Vmdk002 | Vmdk003 | Vmdk004 | Vmdk005 | Vmdk006 | Vmdk007 | Vswp001 => 7,
         }
@@ -187,6 +190,9 @@ impl Code {
             Inode004 => "inode's size disagrees with its inline data or target",
             Inode005 => "allocated inode with generation 0",
             Inode006 => "pointer block damaged or owned by another inode or level",
+            Inode007 => {
+                "inode flag SMALL_BLOCKS on a volume whose header lacks the SMALL_FILES feature bit"
+            }
             Dir001 => "directory entry names an unallocated inode or one outside the table",
             Dir002 => "directory structure (header or bucket) damaged",
             Dir003 => "directory header's entry count differs from its buckets",
@@ -232,6 +238,7 @@ impl Code {
             Inode004 => "sets the size to the inline length (0 for a symlink with no target)",
             Inode005 => "sets the generation to 1",
             Inode006 => "cuts the reference to the pointer block (its range becomes a hole)",
+            Inode007 => "sets SMALL_FILES in the primary header, then in the backup (the data stays)",
             Dir001 => "removes the entry",
             Dir002 => "rebuilds the directory from the entries still readable; the rest become orphans",
             Dir003 => "rebuilds the directory",

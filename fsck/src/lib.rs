@@ -13,7 +13,7 @@ pub mod alloc;
 pub mod codes;
 pub mod dirs;
 pub mod disk;
-pub mod fs_store;
+mod features;
 mod header;
 mod heartbeat;
 mod journals;
@@ -147,6 +147,7 @@ fn pass(
     disk.flush()?;
     progress.phase(4, "clusters, inodes and directories");
     let model = tree::check(&mut run)?;
+    features::check(&mut run, &model)?;
     disk.flush()?;
     progress.phase(7, "VMDK disks and swap files");
     vmdk::check(&mut run, &model)?;

@@ -11,7 +11,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
-use vmfs::dev::{BlockDev, CasOutcome, DevCapabilities, DevError, FenceToken, FencedOp, SharedDev};
+use vmfs::dev::{BlockDev, CasOutcome, DevError, FenceToken, FencedOp, SharedDev};
 
 /// Bytes read per window.
 const WINDOW: u64 = 256 << 10;
@@ -74,18 +74,9 @@ impl ReadAhead {
     }
 }
 
-impl BlockDev for ReadAhead {
-    fn name(&self) -> &str {
-        self.inner.name()
-    }
-    fn size(&self) -> u64 {
-        self.inner.size()
-    }
-    fn logical_block_size(&self) -> u32 {
-        self.inner.logical_block_size()
-    }
-    fn capabilities(&self) -> DevCapabilities {
-        self.inner.capabilities()
+impl vmfs::dev::DevWrapper for ReadAhead {
+    fn inner(&self) -> &dyn BlockDev {
+        &*self.inner
     }
     fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<(), DevError> {
         let len = buf.len() as u64;
@@ -123,9 +114,6 @@ impl BlockDev for ReadAhead {
     fn write_at(&self, buf: &[u8], offset: u64) -> Result<(), DevError> {
         self.invalidate(offset, buf.len() as u64);
         self.inner.write_at(buf, offset)
-    }
-    fn flush(&self) -> Result<(), DevError> {
-        self.inner.flush()
     }
     fn write_zeroes(&self, offset: u64, len: u64) -> Result<(), DevError> {
         self.invalidate(offset, len);

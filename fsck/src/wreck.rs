@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 
 use vmfs::cluster::Host;
 use vmfs::format::block::{get_u64, put_u64, seal};
+use vmfs::format::header::FEATURE_SMALL_FILES;
 use vmfs::format::{
     BlockAddr, HeartbeatSlot, Holder, Inode, LockMode, LockRecord, ResourceKind, SlotState, SECTOR,
 };
@@ -313,6 +314,18 @@ pub fn wreck(disk: &Disk, code: Code) -> Result<Vec<String>, FsckError> {
                 .ok_or_else(|| fail("bad address"))?;
             t.flip(t.vol.resource_addr(a.kind, a.index) + 100)?;
             touched.push(t.path(f.ino));
+        }
+        Code::Inode007 => {
+            // A consistent header (both copies, checksums valid) that has
+            // lost SMALL_FILES while small-block files exist.
+            if !t.of_type(libc::S_IFREG).any(is_small_file) {
+                return Err(fail("the volume needs a small-block file"));
+            }
+            let mut old = h.clone();
+            old.features &= !FEATURE_SMALL_FILES;
+            disk.write(0, &old.encode(0))?;
+            let backup = old.backup_offset();
+            disk.write(backup, &old.encode(backup))?;
         }
         Code::Dir001 => {
             let f = t.file(0)?;

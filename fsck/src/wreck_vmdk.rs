@@ -7,6 +7,7 @@
 use std::time::Duration;
 
 use vmfs::cluster::{Host, HostConfig, Timeouts};
+use vmfs::disk::{FsStore, ReadLock, WriteLock};
 use vmfs::format::block::get_u32;
 use vmfs::fs::{Falloc, Fs};
 use vmfs::vmdk::layer::{read_descriptor, write_descriptor};
@@ -14,7 +15,6 @@ use vmfs::vmdk::store::{read_small_file, replace_small_file};
 use vmfs::vmdk::{create_flat_disk, create_snapshot, DiskChain, ExtentStore, FlatDiskOptions};
 use vmfs::volume::Volume;
 
-use crate::fs_store::FsStore;
 use crate::{Code, Disk, FsckError};
 
 fn fail(why: impl std::fmt::Display) -> FsckError {
@@ -62,7 +62,8 @@ pub fn wreck(disk: &Disk, code: Code) -> Result<Vec<String>, FsckError> {
     let host = Host::join(vol, cfg)?;
     host.start();
     let fs = Fs::mount(host.clone())?;
-    let store = FsStore::new(fs.clone());
+    // Reads unlocked (as fsck reads), writes EXCLUSIVE as a VM's would.
+    let store = FsStore::new(fs.clone(), WriteLock::Exclusive, ReadLock::Follow);
     let vm = format!("wreck-vm{}", rand::random::<u32>());
     let made = if code == Code::Vswp001 {
         swap_file(&store, &vm).map(|_| true)
@@ -91,7 +92,7 @@ pub fn wreck(disk: &Disk, code: Code) -> Result<Vec<String>, FsckError> {
 }
 
 fn break_disk(store: &FsStore, vm: &str, code: Code) -> Result<(), FsckError> {
-    store.mkdir_p(vm)?;
+    store.mkdir_p(vm).map_err(fail)?;
     let base = format!("{vm}/{vm}.vmdk");
     let flat = format!("{vm}/{vm}-flat.vmdk");
     let top = format!("{vm}/{vm}-000001.vmdk");
@@ -151,7 +152,7 @@ fn break_disk(store: &FsStore, vm: &str, code: Code) -> Result<(), FsckError> {
 
 /// A swap file held EXCLUSIVE (open for write), as a running VM's.
 fn swap_file(store: &FsStore, vm: &str) -> Result<(), FsckError> {
-    let dir = store.mkdir_p(vm)?;
+    let dir = store.mkdir_p(vm).map_err(fail)?;
     let name = format!("{vm}-{:08x}.vswp", rand::random::<u32>());
     let fs = store.fs();
     let a = fs.create(dir, name.as_bytes(), 0o600, 0, 0)?;

@@ -13,18 +13,6 @@ use vmfs::fs::Falloc;
 
 const LIMIT: Duration = Duration::from_secs(60);
 
-fn codes(out: &RunOut) -> Vec<String> {
-    let j: serde_json::Value = serde_json::from_str(&out.stdout).unwrap_or_default();
-    j["codes"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|c| c.as_str().map(str::to_string))
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
 #[test]
 fn held_swap_file_is_left_alone_and_an_abandoned_one_is_reclaimed() {
     let dir = tempfile::tempdir().expect("tempdir");

@@ -9,8 +9,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
+use vmfs::disk::{FsStore, ReadLock, WriteLock};
 use vmfs::vmdk::DiskChain;
-use vmfs_fsck::fs_store::FsStore;
 
 const LIMIT: Duration = Duration::from_secs(60);
 const CAPACITY: usize = 16 << 20;
@@ -51,7 +51,11 @@ fn repaired_disks_open_and_read() {
         let vm = wreck_and_repair(&base, &img, code);
         let fs = mount(&img);
         {
-            let store = Arc::new(FsStore::new(fs.clone()));
+            let store = Arc::new(FsStore::new(
+                fs.clone(),
+                WriteLock::Exclusive,
+                ReadLock::Follow,
+            ));
             let top = format!("{vm}/{vm}-000001.vmdk");
             let chain = DiskChain::open(store, &top, false)
                 .unwrap_or_else(|e| panic!("{code}: {top} does not open after repair: {e}"));

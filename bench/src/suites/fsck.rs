@@ -20,7 +20,8 @@ use std::time::{Duration, Instant};
 
 use vmfs::cluster::{Host, HostConfig};
 use vmfs::dev::{
-    check_cas, BlockDev, CasOutcome, DevCapabilities, DevError, FileDev, FileDevOptions, SharedDev,
+    check_cas, check_then_apply, BlockDev, CasOutcome, DevError, FenceToken, FencedOp, FileDev,
+    FileDevOptions, SharedDev,
 };
 use vmfs::fs::Fs;
 use vmfs::volume::{mkfs, MkfsOptions, Volume};
@@ -59,40 +60,20 @@ fn drop_cache(path: &Path) -> Result<(), String> {
 /// compare-and-write is done under a mutex without the sync FileDev makes
 /// durable before answering (the setup is not what is measured, and a sync
 /// per transaction makes 100,000 creates take many minutes); the file is
-/// synced once at the end. Fenced writes keep the trait's slot check.
+/// synced once at the end. Fenced writes check the slot with a plain read
+/// (`check_then_apply`), not under the FileDev range lock.
 #[derive(Debug)]
 struct SetupDev {
     inner: SharedDev,
     cas: Mutex<()>,
 }
 
-impl BlockDev for SetupDev {
-    fn name(&self) -> &str {
-        self.inner.name()
-    }
-    fn size(&self) -> u64 {
-        self.inner.size()
-    }
-    fn logical_block_size(&self) -> u32 {
-        self.inner.logical_block_size()
-    }
-    fn capabilities(&self) -> DevCapabilities {
-        self.inner.capabilities()
-    }
-    fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<(), DevError> {
-        self.inner.read_at(buf, offset)
-    }
-    fn write_at(&self, buf: &[u8], offset: u64) -> Result<(), DevError> {
-        self.inner.write_at(buf, offset)
+impl vmfs::dev::DevWrapper for SetupDev {
+    fn inner(&self) -> &dyn BlockDev {
+        &*self.inner
     }
     fn flush(&self) -> Result<(), DevError> {
         Ok(())
-    }
-    fn write_zeroes(&self, offset: u64, len: u64) -> Result<(), DevError> {
-        self.inner.write_zeroes(offset, len)
-    }
-    fn unmap(&self, offset: u64, len: u64) -> Result<(), DevError> {
-        self.inner.unmap(offset, len)
     }
     fn compare_and_write(
         &self,
@@ -109,6 +90,14 @@ impl BlockDev for SetupDev {
         }
         self.inner.write_at(new, offset)?;
         Ok(CasOutcome::Done)
+    }
+    fn write_fenced(
+        &self,
+        op: FencedOp<'_>,
+        offset: u64,
+        fence: &FenceToken,
+    ) -> Result<(), DevError> {
+        check_then_apply(self, op, offset, fence)
     }
 }
 

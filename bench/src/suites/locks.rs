@@ -8,8 +8,7 @@ use std::time::{Duration, Instant};
 
 use vmfs::cluster::{Host, HostConfig, Timeouts};
 use vmfs::dev::{
-    BlockDev, CasOutcome, DevCapabilities, DevError, FenceToken, FencedOp, FileDev, FileDevOptions,
-    SharedDev,
+    BlockDev, CasOutcome, DevError, FenceToken, FencedOp, FileDev, FileDevOptions, SharedDev,
 };
 use vmfs::format::{LockMode, LockRecord, ResourceKind};
 use vmfs::volume::{mkfs, MkfsOptions, Volume};
@@ -49,18 +48,9 @@ impl Counting {
     }
 }
 
-impl BlockDev for Counting {
-    fn name(&self) -> &str {
-        self.inner.name()
-    }
-    fn size(&self) -> u64 {
-        self.inner.size()
-    }
-    fn logical_block_size(&self) -> u32 {
-        self.inner.logical_block_size()
-    }
-    fn capabilities(&self) -> DevCapabilities {
-        self.inner.capabilities()
+impl vmfs::dev::DevWrapper for Counting {
+    fn inner(&self) -> &dyn BlockDev {
+        &*self.inner
     }
     fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<(), DevError> {
         self.reads.fetch_add(1, Ordering::Relaxed);
@@ -71,9 +61,6 @@ impl BlockDev for Counting {
     fn write_at(&self, buf: &[u8], offset: u64) -> Result<(), DevError> {
         self.writes.fetch_add(1, Ordering::Relaxed);
         self.inner.write_at(buf, offset)
-    }
-    fn flush(&self) -> Result<(), DevError> {
-        self.inner.flush()
     }
     fn write_zeroes(&self, offset: u64, len: u64) -> Result<(), DevError> {
         self.writes.fetch_add(1, Ordering::Relaxed);

@@ -13,7 +13,7 @@ mod snapshot;
 use std::sync::Arc;
 
 use vmfs::disk::{FsStore, ReadLock, WriteLock};
-use vmfs::fs::{Fs, FsError};
+use vmfs::fs::Fs;
 use vmfs::vmdk::{ExtentStore, Provisioning};
 
 use crate::session::{HostArgs, Session};
@@ -84,20 +84,13 @@ pub fn store(fs: &Fs) -> Arc<dyn ExtentStore> {
 
 /// Create the missing directories above `path`.
 pub fn make_parents(fs: &Fs, path: &str) -> Result<(), String> {
-    let parts: Vec<&str> = path.split('/').filter(|p| !p.is_empty()).collect();
-    let mut ino = fs.root();
-    for d in parts.iter().take(parts.len().saturating_sub(1)) {
-        ino = match fs.lookup(ino, d.as_bytes()) {
-            Ok(a) => a.ino,
-            Err(FsError::NotFound(_)) => {
-                fs.mkdir(ino, d.as_bytes(), 0o755, 0, 0)
-                    .map_err(|e| format!("creating directory {d}: {e}"))?
-                    .ino
-            }
-            Err(e) => return Err(format!("looking up {d}: {e}")),
-        };
-    }
-    Ok(())
+    let Some((dir, _)) = path.trim_matches('/').rsplit_once('/') else {
+        return Ok(());
+    };
+    FsStore::new(fs.clone(), WriteLock::Exclusive, ReadLock::Shared)
+        .mkdir_p(dir)
+        .map(|_| ())
+        .map_err(|e| format!("creating directory {dir}: {e}"))
 }
 
 /// Explain a failure to take a disk: who holds it and what to do.

@@ -9,17 +9,16 @@ pub mod config;
 mod services;
 pub mod state;
 
-use crate::process::watch_host_events;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 
 use vmfs::cluster::{Host, HostConfig};
-use vmfs::fs::Fs;
 use vmfs::volume::{mkfs, MkfsOptions, Volume};
 
 use crate::device::open_device;
-use crate::process::{block_signals, machine_name, wait_signal};
+use crate::process::{block_signals, machine_name, watch_host_events, watch_stops, Stop};
+use crate::session::Session;
 use crate::units::{human, parse_size};
 use config::{FileConfig, Overrides, UpConfig};
 use state::{ServiceState, UpState};
@@ -157,12 +156,6 @@ fn prepare_volume(c: &UpConfig) -> Result<Volume, String> {
     Volume::open(dev).map_err(|e| format!("{}: {e}", img.display()))
 }
 
-enum Stop {
-    Signal(libc::c_int),
-    Fenced(String),
-    Unmounted,
-}
-
 pub fn run(a: &UpArgs) -> Result<(), String> {
     let set = block_signals();
     let c = load_config(a)?;
@@ -178,30 +171,16 @@ pub fn run(a: &UpArgs) -> Result<(), String> {
         }
     }
     let vol = prepare_volume(&c)?;
+    let img_s = c.image.display().to_string();
     let label = vol.header.label.clone();
     let mut hc = HostConfig::new(&c.host_name.clone().unwrap_or_else(machine_name));
     hc.host_uuid = host_uuid(&c.dir)?;
     println!("joining volume '{label}' (waits up to D if this host's previous run died)…");
-    let host = Host::join(vol, hc).map_err(|e| format!("joining '{label}': {e}"))?;
     let (host_tx, host_rx) = mpsc::channel();
-    host.subscribe(host_tx);
-    host.start();
-    let fs = match Fs::mount(host.clone()) {
-        Ok(fs) => fs,
-        Err(e) => {
-            let _ = host.leave();
-            return Err(format!("mounting the filesystem of '{label}': {e}"));
-        }
-    };
+    let session = Session::start(&img_s, vol, hc, Some(host_tx))?;
+    let (host, fs) = (&session.host, &session.fs);
     // Swap files of hosts that die are reclaimed by every live host.
-    let reclaimer = vmfs::disk::swap::Reclaimer::start(
-        fs.clone(),
-        host.timeouts()
-            .heartbeat
-            .max(std::time::Duration::from_millis(250)),
-        |r| println!("vmfs up: {r}"),
-    );
-    let img_s = c.image.display().to_string();
+    let reclaimer = session.reclaim_swap("vmfs up");
     let (stop_tx, stop_rx) = mpsc::channel::<Stop>();
     let mut st = UpState {
         pid: std::process::id(),
@@ -224,7 +203,7 @@ pub fn run(a: &UpArgs) -> Result<(), String> {
                 .push(svc("fuse", "disabled", "", "disabled by configuration"));
             None
         }
-        Some(f) => match services::start_fuse(&fs, f, &img_s, destroy_tx) {
+        Some(f) => match services::start_fuse(fs, f, &img_s, destroy_tx) {
             Ok(m) => {
                 let mp = m.mountpoint().display().to_string();
                 st.services
@@ -320,23 +299,15 @@ pub fn run(a: &UpArgs) -> Result<(), String> {
     };
 
     st.write(&c.dir)?;
-    print_banner(&st, &host, &img_s);
+    print_banner(&st, host, &img_s);
 
-    let tx = stop_tx.clone();
-    std::thread::spawn(move || {
-        let _ = tx.send(Stop::Signal(wait_signal(&set)));
-    });
-    let tx = stop_tx.clone();
-    watch_host_events(host_rx, Some("vmfs up: ".into()), move |why| {
-        let _ = tx.send(Stop::Fenced(why));
-    });
-    if fuse.is_some() {
-        std::thread::spawn(move || {
-            if destroy_rx.recv().is_ok() {
-                let _ = stop_tx.send(Stop::Unmounted);
-            }
-        });
-    }
+    watch_stops(
+        &stop_tx,
+        set,
+        host_rx,
+        "vmfs up: ",
+        fuse.is_some().then_some(destroy_rx),
+    );
     let stop = stop_rx
         .recv()
         .map_err(|_| "vmfs up: lost every stop source".to_string())?;
@@ -367,7 +338,7 @@ pub fn run(a: &UpArgs) -> Result<(), String> {
         if let Some(m) = fuse {
             let _ = services::stop_fuse(m);
         }
-        host.abandon();
+        session.host.abandon();
         UpState::remove(&c.dir);
         std::process::exit(3);
     }
@@ -378,13 +349,8 @@ pub fn run(a: &UpArgs) -> Result<(), String> {
         }
     }
     drop(reclaimer);
-    if let Err(e) = fs.unmount() {
-        errors.push(format!("closing files: {e}"));
-    }
-    drop(fs);
-    match host.leave() {
-        Ok(()) => println!("vmfs up: left the volume cleanly (slot marked CLEAN_EXIT)"),
-        Err(e) => errors.push(format!("leaving the volume: {e}")),
+    if session.leave(&mut errors) {
+        println!("vmfs up: left the volume cleanly (slot marked CLEAN_EXIT)");
     }
     if let Some(m) = fuse {
         match services::stop_fuse(m) {

@@ -127,8 +127,9 @@ pub fn build(path: &Path) -> Contents {
 /// A VM directory with real VMDK disks: a thin flat base with data, a COWD
 /// snapshot over it with data, and a zeroedthick data disk.
 pub fn vm_disks(fs: &Fs) {
+    use vmfs::disk::{FsStore, ReadLock, WriteLock};
     use vmfs::vmdk::{create_flat_disk, create_snapshot, DiskChain, FlatDiskOptions, Provisioning};
-    let store = vmfs_fsck::fs_store::FsStore::new(fs.clone());
+    let store = FsStore::new(fs.clone(), WriteLock::Exclusive, ReadLock::Follow);
     store.mkdir_p("vm1").expect("mkdir vm1");
     let write = |disk: &str, seed: u64| {
         let mut c = DiskChain::open(Arc::new(store.clone()), disk, true).expect("open disk");
@@ -202,6 +203,19 @@ pub struct RunOut {
 }
 
 /// Run `bin args…` and kill it after `limit` (a hang fails the test).
+/// The codes a `--json` run reported.
+pub fn codes(out: &RunOut) -> Vec<String> {
+    let j: serde_json::Value = serde_json::from_str(&out.stdout).unwrap_or_default();
+    j["codes"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|c| c.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 pub fn run(bin: &str, args: &[&str], limit: Duration) -> RunOut {
     let t = Instant::now();
     let mut child = Command::new(bin)

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use crate::dev::{BlockDev, FenceToken, SharedDev};
+use crate::dev::{BlockDev, DevError, FenceToken, FencedOp, SharedDev};
 use crate::format::{HeartbeatSlot, Holder, LockMode, SlotState, SECTOR};
 use crate::volume::Volume;
 
@@ -646,43 +646,33 @@ struct FencedRaw<'a> {
     token: FenceToken,
 }
 
-impl BlockDev for FencedRaw<'_> {
-    fn name(&self) -> &str {
-        self.raw.name()
-    }
-    fn size(&self) -> u64 {
-        self.raw.size()
-    }
-    fn logical_block_size(&self) -> u32 {
-        self.raw.logical_block_size()
-    }
-    fn capabilities(&self) -> crate::dev::DevCapabilities {
-        self.raw.capabilities()
-    }
-    fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<(), crate::dev::DevError> {
-        self.raw.read_at(buf, offset)
-    }
-    fn write_at(&self, buf: &[u8], offset: u64) -> Result<(), crate::dev::DevError> {
+impl crate::dev::DevWrapper for FencedRaw<'_> {
+    fn inner(&self) -> &dyn BlockDev {
         self.raw
-            .write_fenced(crate::dev::FencedOp::Write(buf), offset, &self.token)
     }
-    fn flush(&self) -> Result<(), crate::dev::DevError> {
-        self.raw.flush()
+    fn write_at(&self, buf: &[u8], offset: u64) -> Result<(), DevError> {
+        self.fenced(FencedOp::Write(buf), offset)
     }
-    fn write_zeroes(&self, offset: u64, len: u64) -> Result<(), crate::dev::DevError> {
-        self.raw
-            .write_fenced(crate::dev::FencedOp::WriteZeroes(len), offset, &self.token)
+    fn write_zeroes(&self, offset: u64, len: u64) -> Result<(), DevError> {
+        self.fenced(FencedOp::WriteZeroes(len), offset)
     }
-    fn unmap(&self, offset: u64, len: u64) -> Result<(), crate::dev::DevError> {
-        self.raw
-            .write_fenced(crate::dev::FencedOp::Unmap(len), offset, &self.token)
+    fn unmap(&self, offset: u64, len: u64) -> Result<(), DevError> {
+        self.fenced(FencedOp::Unmap(len), offset)
     }
-    fn compare_and_write(
+    /// The caller's fence is checked by reading the slot, and the write
+    /// itself goes under this host's token.
+    fn write_fenced(
         &self,
+        op: FencedOp<'_>,
         offset: u64,
-        expected: &[u8],
-        new: &[u8],
-    ) -> Result<crate::dev::CasOutcome, crate::dev::DevError> {
-        self.raw.compare_and_write(offset, expected, new)
+        fence: &FenceToken,
+    ) -> Result<(), DevError> {
+        crate::dev::check_then_apply(self, op, offset, fence)
+    }
+}
+
+impl FencedRaw<'_> {
+    fn fenced(&self, op: FencedOp<'_>, offset: u64) -> Result<(), DevError> {
+        self.raw.write_fenced(op, offset, &self.token)
     }
 }

@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use crate::dev::{BlockDev, CasOutcome, DevCapabilities, DevError, FencedOp};
+use crate::dev::{BlockDev, CasOutcome, DevError, FencedOp};
 
 use super::host::Shared;
 
@@ -28,23 +28,21 @@ impl HostDev {
             why: e.to_string(),
         })
     }
+
+    /// Every modification: gated, and fenced by this host's own token.
+    fn fenced(&self, op: FencedOp<'_>, offset: u64) -> Result<(), DevError> {
+        self.gate()?;
+        self.sh.raw.write_fenced(op, offset, &self.sh.token)
+    }
 }
 
-impl BlockDev for HostDev {
+impl crate::dev::DevWrapper for HostDev {
+    fn inner(&self) -> &dyn BlockDev {
+        &*self.sh.raw
+    }
+
     fn name(&self) -> &str {
         &self.name
-    }
-
-    fn size(&self) -> u64 {
-        self.sh.raw.size()
-    }
-
-    fn logical_block_size(&self) -> u32 {
-        self.sh.raw.logical_block_size()
-    }
-
-    fn capabilities(&self) -> DevCapabilities {
-        self.sh.raw.capabilities()
     }
 
     fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<(), DevError> {
@@ -53,10 +51,7 @@ impl BlockDev for HostDev {
     }
 
     fn write_at(&self, buf: &[u8], offset: u64) -> Result<(), DevError> {
-        self.gate()?;
-        self.sh
-            .raw
-            .write_fenced(FencedOp::Write(buf), offset, &self.sh.token)
+        self.fenced(FencedOp::Write(buf), offset)
     }
 
     fn flush(&self) -> Result<(), DevError> {
@@ -65,17 +60,11 @@ impl BlockDev for HostDev {
     }
 
     fn write_zeroes(&self, offset: u64, len: u64) -> Result<(), DevError> {
-        self.gate()?;
-        self.sh
-            .raw
-            .write_fenced(FencedOp::WriteZeroes(len), offset, &self.sh.token)
+        self.fenced(FencedOp::WriteZeroes(len), offset)
     }
 
     fn unmap(&self, offset: u64, len: u64) -> Result<(), DevError> {
-        self.gate()?;
-        self.sh
-            .raw
-            .write_fenced(FencedOp::Unmap(len), offset, &self.sh.token)
+        self.fenced(FencedOp::Unmap(len), offset)
     }
 
     fn compare_and_write(
@@ -95,7 +84,6 @@ impl BlockDev for HostDev {
         _fence: &crate::dev::FenceToken,
     ) -> Result<(), DevError> {
         // Always our own token: a host cannot write under another's.
-        self.gate()?;
-        self.sh.raw.write_fenced(op, offset, &self.sh.token)
+        self.fenced(op, offset)
     }
 }

@@ -26,8 +26,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use super::{
-    check_cas, check_io, BlockDev, CasOutcome, DevCapabilities, DevError, DevOp, FenceToken,
-    FencedOp, SharedDev,
+    check_cas, check_io, BlockDev, CasOutcome, DevError, DevOp, FenceToken, FencedOp, SharedDev,
 };
 
 /// Which unflushed writes survive [`FaultDev::crash`].
@@ -431,21 +430,15 @@ impl FaultDev {
     }
 }
 
-impl BlockDev for FaultDev {
+/// Size, block size and capabilities are the inner device's; every other
+/// operation is overridden (each can fail, wait or be cached).
+impl super::DevWrapper for FaultDev {
+    fn inner(&self) -> &dyn BlockDev {
+        &*self.inner
+    }
+
     fn name(&self) -> &str {
         &self.name
-    }
-
-    fn size(&self) -> u64 {
-        self.inner.size()
-    }
-
-    fn logical_block_size(&self) -> u32 {
-        self.inner.logical_block_size()
-    }
-
-    fn capabilities(&self) -> DevCapabilities {
-        self.inner.capabilities()
     }
 
     fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<(), DevError> {

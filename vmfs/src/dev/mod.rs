@@ -18,6 +18,7 @@ mod open;
 mod sys;
 mod uring;
 pub mod url;
+mod wrapper;
 
 pub use error::{DevError, DevOp};
 pub use fault::{CrashMode, FaultDev, FaultOps, LogEntry};
@@ -26,6 +27,7 @@ pub use iscsi::{IscsiDev, IscsiOptions};
 pub use mem::MemDev;
 pub use open::{open_device, OpenError, OpenOptions, OpenedDevice};
 pub use url::{DeviceUrl, IscsiUrl, UrlError};
+pub use wrapper::DevWrapper;
 
 use std::sync::Arc;
 
@@ -108,13 +110,25 @@ pub trait BlockDev: Send + Sync + std::fmt::Debug {
         offset: u64,
         fence: &FenceToken,
     ) -> Result<(), DevError> {
-        let mut sector = [0u8; 512];
-        self.read_at(&mut sector, fence.slot_addr)?;
-        if !fence.admits(&sector) {
-            return Err(fence.refused(self.name()));
-        }
-        apply_op(self, op, offset)
+        check_then_apply(self, op, offset, fence)
     }
+}
+
+/// The default [`BlockDev::write_fenced`]: read the slot, check, then
+/// perform `op`, all through `dev`. Not atomic against a slot
+/// compare-and-write; for devices (and wrappers) with nothing better.
+pub fn check_then_apply<D: BlockDev + ?Sized>(
+    dev: &D,
+    op: FencedOp<'_>,
+    offset: u64,
+    fence: &FenceToken,
+) -> Result<(), DevError> {
+    let mut sector = [0u8; 512];
+    dev.read_at(&mut sector, fence.slot_addr)?;
+    if !fence.admits(&sector) {
+        return Err(fence.refused(dev.name()));
+    }
+    apply_op(dev, op, offset)
 }
 
 /// Perform a [`FencedOp`] without a fence check.

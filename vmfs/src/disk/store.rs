@@ -88,6 +88,23 @@ impl FsStore {
         Ok((ino, name))
     }
 
+    /// Create directory `path` and any missing parents (mode 0755); its
+    /// inode.
+    pub fn mkdir_p(&self, path: &str) -> io::Result<u64> {
+        let mut ino = self.fs.root();
+        for part in components(path)? {
+            ino = match self.fs.lookup(ino, part.as_bytes()) {
+                Ok(a) => a.ino,
+                Err(FsError::NotFound(_)) => {
+                    let a = self.fs.mkdir(ino, part.as_bytes(), 0o755, 0, 0);
+                    a.map_err(io_error)?.ino
+                }
+                Err(e) => return Err(io_error(e)),
+            };
+        }
+        Ok(ino)
+    }
+
     /// Byte ranges `(offset, len)` of file `path` that hold data (holes
     /// skipped), from SEEK_DATA / SEEK_HOLE.
     pub fn data_ranges(&self, path: &str) -> io::Result<Vec<(u64, u64)>> {

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use crate::cluster::{Host, HostConfig};
-use crate::dev::{BlockDev, CasOutcome, DevCapabilities, DevError, SharedDev};
+use crate::dev::{BlockDev, DevError, SharedDev};
 use crate::volume::Volume;
 
 use super::tests::{stop, Rig};
@@ -29,18 +29,9 @@ impl TearDev {
     }
 }
 
-impl BlockDev for TearDev {
-    fn name(&self) -> &str {
-        self.inner.name()
-    }
-    fn size(&self) -> u64 {
-        self.inner.size()
-    }
-    fn logical_block_size(&self) -> u32 {
-        self.inner.logical_block_size()
-    }
-    fn capabilities(&self) -> DevCapabilities {
-        self.inner.capabilities()
+impl crate::dev::DevWrapper for TearDev {
+    fn inner(&self) -> &dyn BlockDev {
+        &*self.inner
     }
     fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<(), DevError> {
         self.inner.read_at(buf, offset)?;
@@ -54,26 +45,6 @@ impl BlockDev for TearDev {
             buf[(at - offset) as usize] ^= 0x5a;
         }
         Ok(())
-    }
-    fn write_at(&self, buf: &[u8], offset: u64) -> Result<(), DevError> {
-        self.inner.write_at(buf, offset)
-    }
-    fn flush(&self) -> Result<(), DevError> {
-        self.inner.flush()
-    }
-    fn write_zeroes(&self, offset: u64, len: u64) -> Result<(), DevError> {
-        self.inner.write_zeroes(offset, len)
-    }
-    fn unmap(&self, offset: u64, len: u64) -> Result<(), DevError> {
-        self.inner.unmap(offset, len)
-    }
-    fn compare_and_write(
-        &self,
-        offset: u64,
-        expected: &[u8],
-        new: &[u8],
-    ) -> Result<CasOutcome, DevError> {
-        self.inner.compare_and_write(offset, expected, new)
     }
 }
 
