@@ -338,6 +338,36 @@ fn reload_unlocked(inner: &Inner, map: &mut FileMap) -> FsResult<()> {
     Ok(())
 }
 
+impl Inner {
+    /// A file just made by this host, its map holding the EXCLUSIVE lock:
+    /// open it (downgraded to SHARED_READ for a read-only open).
+    pub(super) fn register_open(&self, st: &mut State, map: FileMap, write: bool) -> FsResult<u64> {
+        let ino = map.ino();
+        let mut o = Open {
+            map,
+            mode: OpenMode::Exclusive,
+            meta: OpenMeta {
+                writers: u32::from(write),
+                readers: u32::from(!write),
+                unlinked: false,
+            },
+            data: DataGuard::default(),
+        };
+        if !write {
+            let addr = self.ctx.lock_addr(ino);
+            if let Err(e) = host_downgrade(self, &mut o, addr) {
+                let _ = self.ctx.host.unlock(addr);
+                return Err(e);
+            }
+        }
+        st.open.insert(ino, o);
+        let fh = st.next_fh;
+        st.next_fh += 1;
+        st.handles.insert(fh, (ino, write));
+        Ok(fh)
+    }
+}
+
 fn host_downgrade(inner: &Inner, o: &mut Open, addr: u64) -> FsResult<()> {
     inner
         .ctx

@@ -22,6 +22,33 @@ fn dtype(mode: u32) -> u8 {
     (file_type(mode) >> 12) as u8
 }
 
+/// The result of an operation whose locks were then released: once the
+/// operation's change has committed it has happened, so a failure to let
+/// a lock go (logged) must not make the caller believe it did not — an
+/// application told "EBUSY" for a create that made the file, or a rename
+/// that moved it, would act on a false picture.
+fn settle<R>(r: FsResult<R>, released: FsResult<()>) -> FsResult<R> {
+    let r = r?;
+    if let Err(e) = released {
+        tracing::warn!("releasing a lock after a committed change: {e}");
+    }
+    Ok(r)
+}
+
+/// Finishing the free of an inode whose last name a committed change
+/// dropped: on failure (a cluster another host keeps past D + T, a device
+/// error) the inode stays on the orphan table, where housekeeping finishes
+/// it; the name change itself stands.
+fn after_commit(ino: u64, orphaned: bool, follow: FsResult<()>) {
+    if let Err(e) = follow {
+        if orphaned {
+            tracing::warn!("inode {ino}: freeing it after its last name went: {e}; housekeeping finishes it from the orphan table");
+        } else {
+            tracing::warn!("inode {ino}: freeing it after its last name went: {e}; its space stays allocated until vmfs-fsck reclaims it");
+        }
+    }
+}
+
 fn name_str(name: &[u8]) -> String {
     String::from_utf8_lossy(name).into_owned()
 }
@@ -91,9 +118,7 @@ impl Inner {
         let mut d = self.lock_dir(st, parent)?;
         let r = f(self, st, &mut d);
         let rel = self.release(st, d);
-        let r = r?;
-        rel?;
-        Ok(r)
+        settle(r, rel)
     }
 
     /// Create an inode of `mode` named `name` in the locked directory `d`.
@@ -103,9 +128,27 @@ impl Inner {
         d: &mut Locked,
         name: &[u8],
         mode: u32,
-        (uid, gid): (u32, u32),
+        owner: (u32, u32),
         target: Option<&[u8]>,
     ) -> FsResult<Attr> {
+        self.make_kept(st, d, name, mode, owner, target, false)
+            .map(|(a, _)| a)
+    }
+
+    /// [`Inner::make`]; with `keep` the new inode's map is returned still
+    /// holding its EXCLUSIVE lock (for create-and-open: no other host can
+    /// take the file between its creation and the open).
+    #[allow(clippy::too_many_arguments)]
+    fn make_kept(
+        &self,
+        st: &mut State,
+        d: &mut Locked,
+        name: &[u8],
+        mode: u32,
+        (uid, gid): (u32, u32),
+        target: Option<&[u8]>,
+        keep: bool,
+    ) -> FsResult<(Attr, Option<FileMap>)> {
         if dir::lookup(&mut d.map, &self.ctx, None, name)?.is_some() {
             return Err(FsError::Exists(name_str(name)));
         }
@@ -163,10 +206,13 @@ impl Inner {
                 Err(e)
             }
         };
+        if keep && r.is_ok() {
+            return Ok((Attr::of(&m.inode, &self.ctx.vol), Some(m)));
+        }
         let un = self.ctx.host.unlock(lock.addr);
         r?;
         un?;
-        Ok(Attr::of(&m.inode, &self.ctx.vol))
+        Ok((Attr::of(&m.inode, &self.ctx.vol), None))
     }
 
     /// Drop one link of the locked inode `t`; reclaim it when none is left
@@ -273,16 +319,19 @@ impl Inner {
                 }
             };
             self.commit(st, ch, &mut [&mut d.map, &mut t.map])?;
-            self.finish_drop(st, &mut t, gone)?;
-            if orphan && t.open.is_none() {
-                let root = self.root_if(&mut d.map);
-                self.orphan_remove(st, root, (t.map.ino(), t.map.inode.generation))?;
-            }
+            // The name is gone for good: what follows cannot fail the call.
+            let follow = self.finish_drop(st, &mut t, gone).and_then(|()| {
+                if orphan && t.open.is_none() {
+                    let root = self.root_if(&mut d.map);
+                    self.orphan_remove(st, root, (t.map.ino(), t.map.inode.generation))?;
+                }
+                Ok(())
+            });
+            after_commit(t.map.ino(), orphan, follow);
             Ok(())
         })();
         let rel = self.release(st, t);
-        r?;
-        rel
+        settle(r, rel)
     }
 
     /// Is `ino` equal to `anc` or below it? (Walks ".." up to the root.)
@@ -511,15 +560,21 @@ impl Inner {
                 maps.push(&mut t.map);
             }
             self.commit(st, ch, &mut maps)?;
+            // The rename is done: what follows cannot fail the call.
             if let Some(t) = t.as_mut() {
-                self.finish_drop(st, t, gone)?;
-                if orphan && t.open.is_none() {
-                    let root = match nd.as_mut() {
-                        Some(d) if d.map.ino() == self.ctx.vol.header.root_ino => Some(&mut d.map),
-                        _ => self.root_if(&mut od.map),
-                    };
-                    self.orphan_remove(st, root, (t.map.ino(), t.map.inode.generation))?;
-                }
+                let follow = self.finish_drop(st, t, gone).and_then(|()| {
+                    if orphan && t.open.is_none() {
+                        let root = match nd.as_mut() {
+                            Some(d) if d.map.ino() == self.ctx.vol.header.root_ino => {
+                                Some(&mut d.map)
+                            }
+                            _ => self.root_if(&mut od.map),
+                        };
+                        self.orphan_remove(st, root, (t.map.ino(), t.map.inode.generation))?;
+                    }
+                    Ok(())
+                });
+                after_commit(t.map.ino(), orphan, follow);
             }
             Ok(())
         })();
@@ -531,8 +586,7 @@ impl Inner {
             let r2 = self.release(st, s);
             rel = rel.and(r2);
         }
-        r?;
-        rel
+        settle(r, rel)
     }
 }
 
@@ -622,6 +676,37 @@ impl Fs {
                 None,
             )
         })
+    }
+
+    /// Create a regular file and open it (for write if `write`) in one
+    /// step: the new inode's EXCLUSIVE lock is kept for the open, so
+    /// another host that sees the name at once cannot hold the file
+    /// between creation and open (the open cannot fail with EBUSY after
+    /// the name was made). Returns the attributes and the handle.
+    pub fn create_open(
+        &self,
+        parent: u64,
+        name: &[u8],
+        mode: u32,
+        (uid, gid): (u32, u32),
+        write: bool,
+    ) -> FsResult<(Attr, u64)> {
+        check_name(name)?;
+        let mut st = lock_st(&self.inner.st);
+        let (attr, map) = self.inner.in_dir(&mut st, parent, |i, st, d| {
+            i.make_kept(
+                st,
+                d,
+                name,
+                libc::S_IFREG | (mode & 0o7777),
+                (uid, gid),
+                None,
+                true,
+            )
+        })?;
+        let map = map.expect("make_kept keeps the map");
+        let fh = self.inner.register_open(&mut st, map, write)?;
+        Ok((attr, fh))
     }
 
     /// Create a directory.

@@ -281,3 +281,38 @@ fn a_file_removed_on_another_host_opens_stale_not_empty() {
     stop(b);
     r.check();
 }
+
+#[test]
+fn create_and_open_leaves_no_window_for_another_host() {
+    let r = Rig::new(256 << 20, None);
+    let (a, b) = (r.fs("a"), r.fs("b"));
+    let root = a.root();
+    let (f, fh) = a.create_open(root, b"new", 0o644, (0, 0), true).unwrap();
+    // The moment the name exists the file is A's, open for write: B can
+    // neither open it for write nor hold it shared-read.
+    let seen = b.lookup(root, b"new").unwrap();
+    assert_eq!(seen.ino, f.ino);
+    assert_eq!(b.open(f.ino, true).unwrap_err().errno(), libc::EBUSY);
+    let e = b.open_shared_read(f.ino).unwrap_err();
+    assert_eq!(e.errno(), libc::EBUSY, "{e}");
+    a.write(fh, 0, b"data").unwrap();
+    a.close(fh).unwrap();
+    // A read-only create-and-open holds SHARED_READ: B may read, not write.
+    let (g, rh) = a.create_open(root, b"ro", 0o644, (0, 0), false).unwrap();
+    assert_eq!(b.open(g.ino, true).unwrap_err().errno(), libc::EBUSY);
+    let bh = b.open(g.ino, false).unwrap();
+    b.close(bh).unwrap();
+    a.close(rh).unwrap();
+    let wb = b.open(g.ino, true).unwrap();
+    b.close(wb).unwrap();
+    // A name that exists is refused, and nothing stays open or locked.
+    let e = a
+        .create_open(root, b"new", 0o644, (0, 0), true)
+        .unwrap_err();
+    assert_eq!(e.errno(), libc::EEXIST);
+    let wb = b.open(f.ino, true).unwrap();
+    b.close(wb).unwrap();
+    stop(a);
+    stop(b);
+    r.check();
+}

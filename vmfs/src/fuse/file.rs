@@ -102,9 +102,9 @@ impl VmfsFuse {
         let write = writes(OpenFlags(flags));
         let a = match self
             .fs
-            .create(parent, name.as_bytes(), mode & !umask, who.0, who.1)
+            .create_open(parent, name.as_bytes(), mode & !umask, who, write)
         {
-            Ok(a) => a,
+            Ok((a, fh)) => return Ok((self.entry(a), fh)),
             Err(FsError::Exists(_)) if flags & libc::O_EXCL == 0 => {
                 let a = self
                     .fs
