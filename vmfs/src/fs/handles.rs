@@ -573,9 +573,28 @@ impl Inner {
         }
         map.inode.size = size;
         map.inode_dirty = true;
-        self.free_past(st, map, size)?;
+        if let Err(e) = self.free_past(st, map, size) {
+            // The first batch carries the new size: once it has committed
+            // the truncate has happened, and the orphan entry makes the
+            // housekeeping finish the frees (a cluster another host keeps
+            // past D + T, say). Before that, nothing happened.
+            if orphan && map.inode.size == size {
+                tracing::warn!(
+                    "inode {}: truncated to {size}; freeing the rest failed ({e}), housekeeping finishes it from the orphan table",
+                    map.ino()
+                );
+                return Ok(());
+            }
+            return Err(e);
+        }
         if orphan {
-            self.orphan_remove(st, None, (map.ino(), map.inode.generation))?;
+            if let Err(e) = self.orphan_remove(st, None, (map.ino(), map.inode.generation)) {
+                // Done; housekeeping finds nothing left to free and drops it.
+                tracing::warn!(
+                    "inode {}: truncated; its orphan entry stays: {e}",
+                    map.ino()
+                );
+            }
         }
         Ok(())
     }
