@@ -284,6 +284,16 @@ impl Host {
         r
     }
 
+    /// Say in our heartbeat slot that we wait for the lock record at `addr`
+    /// without trying to take it (a reader that needs a directory nobody
+    /// holds: holders leave it alone for [`Host::politeness`] before taking
+    /// it again, so the reader gets a quiet moment). Withdrawn when the
+    /// returned guard drops.
+    pub fn announce_wait(&self, addr: u64) -> Result<WaitAnnouncement<'_>, ClusterError> {
+        super::heartbeat::set_wanted(&self.sh, addr)?;
+        Ok(WaitAnnouncement { host: self, addr })
+    }
+
     /// How long to leave a lock another host waits for: longer than its
     /// poll interval (at most H/2 plus jitter, see [`Host::lock`]).
     pub fn politeness(&self) -> Duration {
@@ -441,4 +451,18 @@ impl Host {
 pub fn read_lock(dev: &dyn BlockDev, addr: u64) -> Result<LockRecord, ClusterError> {
     let img = read_sector(dev, addr)?;
     Ok(LockRecord::decode(&img, addr)?)
+}
+
+/// A wait announced with [`Host::announce_wait`]; withdrawn on drop (in
+/// memory; the next beat carries it).
+#[derive(Debug)]
+pub struct WaitAnnouncement<'a> {
+    host: &'a Host,
+    addr: u64,
+}
+
+impl Drop for WaitAnnouncement<'_> {
+    fn drop(&mut self) {
+        super::heartbeat::clear_wanted(&self.host.sh, self.addr);
+    }
 }

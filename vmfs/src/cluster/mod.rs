@@ -24,7 +24,7 @@ pub use host::{read_region, HeldLock, Host, HostConfig, HostEvent, PrFencer};
 pub use host_dev::HostDev;
 pub use journal::{Journal, JournalLocation, ReplayReport, Txn};
 pub use liveness::{Observer, Verdict};
-pub use lock::read_lock;
+pub use lock::{read_lock, WaitAnnouncement};
 pub use offline::{recover_offline, RecoveredSlot};
 pub use timeouts::Timeouts;
 

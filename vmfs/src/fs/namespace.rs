@@ -65,6 +65,7 @@ impl Inner {
         let me = self.ctx.host.holder();
         let start = std::time::Instant::now();
         let mut backoff = Duration::from_millis(1);
+        let mut announced = None;
         loop {
             let before = self.ctx.read_lock(ino)?;
             // A holder whose incarnation is over (a crashed host, recovered)
@@ -72,6 +73,14 @@ impl Inner {
             let busy = before.mode == LockMode::Exclusive
                 && !before.holders.contains(&me)
                 && self.ctx.host.holders_present(&before.holders)?;
+            // Hosts changing the directory back to back could keep it busy
+            // at every look: say we wait, so they leave it alone a moment.
+            if busy && announced.is_none() {
+                match self.ctx.host.announce_wait(self.ctx.lock_addr(ino)) {
+                    Ok(a) => announced = Some(a),
+                    Err(e) => tracing::debug!("announcing a wait for directory {ino}: {e}"),
+                }
+            }
             if !busy {
                 // A block that fails to decode may be torn by the holder's
                 // in-place write: judged only once the generation is known
