@@ -121,6 +121,7 @@ fn three_hosts_fight_over_one_volume() {
         for m in mounts.iter().flatten() {
             eprintln!("--- {} said:\n{}", m.mountpoint.display(), m.output());
         }
+        keep_image(&img, seed);
         panic!(
             "fuse_multihost_soak (seed {seed}): {} failure(s):\n{}",
             failures.len(),
@@ -150,6 +151,7 @@ fn three_hosts_fight_over_one_volume() {
     };
     let (st, out) = fresh.stop();
     let (files, bytes) = checked.unwrap_or_else(|bad| {
+        keep_image(&img, seed);
         panic!(
             "fuse_multihost_soak (seed {seed}): the volume differs from the model:\n{}",
             bad.join("\n")
@@ -188,6 +190,25 @@ fn three_hosts_fight_over_one_volume() {
     assert!(
         stats.reads_verified > 0 && stats.ebusy_confirmed > 0,
         "the run checked too little (raise VMFS_MH_SECS)"
+    );
+}
+
+/// With `VMFS_MH_KEEP=DIR`, a failed run's image is copied there (sparse)
+/// for a look with `vmfs-fsck -n` and friends; the mounts are still up, so
+/// it is the volume as the hosts left it at that moment.
+fn keep_image(img: &std::path::Path, seed: u64) {
+    let Some(dir) = std::env::var_os("VMFS_MH_KEEP") else {
+        return;
+    };
+    let to = std::path::Path::new(&dir).join(format!("mh-soak-{seed}.img"));
+    let st = std::process::Command::new("cp")
+        .arg("--sparse=always")
+        .arg(img)
+        .arg(&to)
+        .status();
+    eprintln!(
+        "fuse_multihost_soak: image kept as {} ({st:?})",
+        to.display()
     );
 }
 
@@ -358,9 +379,20 @@ fn crash_and_take_over(mut victim: MountProc, survivor: &Path, sh: &Shared) -> O
     };
     let took = killed.elapsed();
     drop(quiet);
-    if took > limit {
+    // The bound itself is proven on a quiet pair of mounts by
+    // fuse_two_hosts; here three hosts load the machine, and the
+    // recovery's journal replay ends in a flush of an image the others
+    // keep writing (100+ ms seen on a loaded 2-core machine). So a little
+    // scheduling slack unless VMFS_MH_STRICT=1.
+    let strict = std::env::var("VMFS_MH_STRICT").is_ok_and(|v| v == "1");
+    let slack = if strict {
+        Duration::ZERO
+    } else {
+        Duration::from_millis(250)
+    };
+    if took > limit + slack {
         sh.fail(format!(
-            "seed {}: host 0 took {path} over {took:?} after host {VICTIM} was killed, more than D + 2H = {limit:?}",
+            "seed {}: host 0 took {path} over {took:?} after host {VICTIM} was killed, more than D + 2H = {limit:?} (+ {slack:?} slack)",
             sh.seed
         ));
     }

@@ -240,6 +240,14 @@ impl Model {
         }
     }
 
+    /// Did the name `path` itself (not its directory) change within the
+    /// window? Another kernel may then still map it to the old inode.
+    pub fn name_recent(&self, path: &str) -> bool {
+        self.names
+            .get(path)
+            .is_some_and(|n| n.changed + self.window > Instant::now())
+    }
+
     fn set_name(&mut self, path: &str, kind: Option<Kind>) {
         let n = self.names.get_mut(path).unwrap();
         n.kind = kind;

@@ -558,8 +558,18 @@ impl Worker {
     fn rename(&mut self) {
         let sh = self.sh.clone();
         let mut m = sh.model.lock().unwrap();
+        // Only names that have not changed within the window: the kernel
+        // decides a rename between two names it maps to one inode by
+        // itself (rename(2): "nothing, and success"), from its own cached
+        // dentries. With a name another host changed moments ago, that
+        // cache may put both names on the old inode, and the kernel would
+        // report success for a rename the volume never saw (the caching
+        // rule, docs/filesystem.md). The model cannot know which it was.
         let src = pick(&mut self.rng, &m, |p, n| {
-            is_churn_file(p) && matches!(n.kind, Some(Kind::File(_))) && !n.claimed
+            is_churn_file(p)
+                && matches!(n.kind, Some(Kind::File(_)))
+                && !n.claimed
+                && !m.name_recent(p)
         });
         let replace = self.rng.below(2) == 0;
         let dst = src.as_ref().and_then(|src| {
@@ -567,6 +577,7 @@ impl Worker {
                 is_churn_file(p)
                     && p != src
                     && !n.claimed
+                    && !m.name_recent(p)
                     && m.kind(parent(p)) == Some(Kind::Dir)
                     && n.kind.is_some() == replace
             })
