@@ -55,7 +55,8 @@ pub fn backend_error(e: FsError) -> BackendError {
         | FsError::NotSupported(_)
         | FsError::Range(_)
         | FsError::ArgTooBig(_)) => BackendError::Inval(e.to_string()),
-        // Removed (by another host) since the handle was made.
+        // Removed (by another host) since the handle was made; callers that
+        // know the handle's generation put it in (ops.rs).
         FsError::Stale(ino) => BackendError::Stale { ino, gen: 0 },
         // An Fs handle the gateway itself lost: an internal error.
         e @ FsError::BadHandle(_) => BackendError::Io(e.to_string()),

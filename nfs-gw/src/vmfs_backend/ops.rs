@@ -202,7 +202,11 @@ impl Backend for VmfsBackend {
     fn read(&self, id: FileId, offset: u64, count: u32) -> BResult<ReadOk> {
         let a = live_attr(&self.fs, id)?;
         regular(&a)?;
-        let u = self.files.get(id.ino, false)?;
+        let u = self.files.get(id.ino, false).map_err(|e| match e {
+            // Removed meanwhile: name the generation the client asked for.
+            BackendError::Stale { ino, .. } => BackendError::Stale { ino, gen: id.gen },
+            e => e,
+        })?;
         let data = self
             .fs
             .read(u.fh(), offset, count as usize)
@@ -226,7 +230,11 @@ impl Backend for VmfsBackend {
         {
             return Err(BackendError::FileTooBig);
         }
-        let u = self.files.get(id.ino, true)?;
+        let u = self.files.get(id.ino, true).map_err(|e| match e {
+            // Removed meanwhile: name the generation the client asked for.
+            BackendError::Stale { ino, .. } => BackendError::Stale { ino, gen: id.gen },
+            e => e,
+        })?;
         self.preallocate(&u, a.size, offset, data.len() as u64)?;
         let n = self.fs.write(u.fh(), offset, data).map_err(backend_error)?;
         let committed = if stable == StableHow::Unstable {
