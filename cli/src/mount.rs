@@ -43,9 +43,10 @@ pub struct MountArgs {
     /// hosts' changes show up after at most this long).
     #[arg(long, default_value_t = 1000)]
     pub attr_timeout_ms: u64,
-    /// Threads reading requests from the kernel (reads and overwrites run
-    /// in parallel; metadata operations one at a time).
-    #[arg(long, default_value_t = 2)]
+    /// Most worker threads for requests that may wait (one more thread
+    /// reads the kernel's requests and answers cached reads and overwrites
+    /// itself; metadata operations run one at a time).
+    #[arg(long, default_value_t = 8)]
     pub threads: usize,
 }
 
