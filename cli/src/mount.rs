@@ -43,9 +43,12 @@ pub struct MountArgs {
     /// hosts' changes show up after at most this long).
     #[arg(long, default_value_t = 1000)]
     pub attr_timeout_ms: u64,
-    /// Most worker threads for requests that may wait (one more thread
-    /// reads the kernel's requests and answers cached reads and overwrites
-    /// itself; metadata operations run one at a time).
+    /// Threads reading the kernel's requests; they answer cached reads
+    /// and overwrites themselves and hand the rest to the workers.
+    #[arg(long, default_value_t = 2)]
+    pub session_threads: usize,
+    /// Most worker threads for requests that may wait (metadata
+    /// operations run one at a time).
     #[arg(long, default_value_t = 8)]
     pub threads: usize,
 }
@@ -119,6 +122,7 @@ pub fn run(a: &MountArgs) -> Result<(), String> {
     };
     let opts = FuseOptions {
         ttl: Duration::from_millis(a.attr_timeout_ms),
+        session_threads: a.session_threads,
         threads: a.threads,
         fsname: a.device.clone(),
         allow_other: true,

@@ -1,8 +1,9 @@
 //! The kernel's requests, each answered from one `do_*` call.
 //!
-//! One session thread reads `/dev/fuse` (two readers contend on the
-//! device's queue lock, measured ~35 % of a 4k QD1 write). It answers
-//! itself only what waits for nothing but the CPU and the local device —
+//! Session threads read `/dev/fuse` (`FuseOptions::session_threads`, 2 by
+//! default: one alone measured ~25 % fewer 4k QD1 writes on the 2-core
+//! development machine, docs/benchmarks.md). Each answers itself only
+//! what waits for nothing but the CPU and the local device —
 //! never for another host's on-disk lock, nor for the `Fs` mutex, which an
 //! operation waiting for such a lock may hold: an overwrite of allocated
 //! blocks of a file open for write here, a read the image's page cache
@@ -10,7 +11,8 @@
 //! paths only *try* the `Fs` mutex. Everything else, and a fast-path
 //! candidate that would wait, is handed with its reply to the worker pool
 //! (`workers.rs`), so a lookup waiting seconds for a busy directory on
-//! another host delays neither reads nor other requests.
+//! another host holds up no session thread, and neither reads nor other
+//! requests wait behind it.
 
 use std::ffi::OsStr;
 use std::io;
@@ -70,6 +72,14 @@ impl VmfsFuse {
 /// Largest read or write request asked of the kernel (it caps requests at
 /// max_pages, 256 pages by default).
 const MAX_IO: u32 = 1 << 20;
+
+/// A READ done on a thread that may wait.
+fn read_into_reply(f: &VmfsFuse, fh: u64, off: u64, size: u32, reply: ReplyData) {
+    READ_BUF.with_borrow_mut(|buf| match f.do_read(fh, off, size, buf) {
+        Ok(n) => reply.data(&buf[..n]),
+        Err(e) => reply.error(e),
+    });
+}
 
 thread_local! {
     /// The read buffer of a session thread.
@@ -317,12 +327,7 @@ impl Filesystem for Served {
             None
         });
         if let Some(reply) = waits {
-            self.slow(move |f| {
-                READ_BUF.with_borrow_mut(|buf| match f.do_read(fh.0, offset, size, buf) {
-                    Ok(n) => reply.data(&buf[..n]),
-                    Err(e) => reply.error(e),
-                });
-            });
+            self.slow(move |f| read_into_reply(f, fh.0, offset, size, reply));
         }
     }
 

@@ -3,9 +3,9 @@
 //! directly as root; no libfuse).
 //!
 //! Every request becomes one [`Fs`] call; [`FsError::errno`] gives the
-//! reply. One thread reads the kernel's requests and answers those that
-//! cannot wait (overwrites of allocated blocks, reads the image's page
-//! cache serves, flush, forget); the rest run on a pool of workers
+//! reply. Session threads read the kernel's requests and answer those that
+//! cannot wait (overwrites of allocated blocks, small reads the image's
+//! page cache serves, flush, forget); the rest run on a pool of workers
 //! (`dispatch.rs`). `Fs` runs one metadata operation at a time per host
 //! (its mutex), but reads and overwrites of allocated blocks do their
 //! device I/O outside that mutex, so several READs of a readahead window
@@ -49,8 +49,10 @@ use nodes::Nodes;
 pub struct FuseOptions {
     /// How long the kernel may cache names and attributes.
     pub ttl: Duration,
-    /// Most worker threads for requests that may wait (at least 1; one
-    /// more thread reads the kernel's requests and answers the cheap ones).
+    /// Threads reading the kernel's requests (at least 1); each answers
+    /// the requests that cannot wait itself and hands the rest over.
+    pub session_threads: usize,
+    /// Most worker threads for requests that may wait (at least 1).
     pub threads: usize,
     /// Source name shown in /proc/mounts.
     pub fsname: String,
@@ -67,6 +69,7 @@ impl Default for FuseOptions {
     fn default() -> FuseOptions {
         FuseOptions {
             ttl: Duration::from_secs(1),
+            session_threads: 2,
             threads: 8,
             fsname: "vmfs".into(),
             allow_other: true,

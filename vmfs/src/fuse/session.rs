@@ -89,9 +89,9 @@ pub fn mount(
     } else {
         SessionACL::Owner
     };
-    // One thread reads /dev/fuse and answers what cannot wait; the rest
-    // goes to the workers (dispatch.rs).
-    config.n_threads = Some(1);
+    // Session threads read /dev/fuse and answer what cannot wait; the
+    // rest goes to the workers (dispatch.rs).
+    config.n_threads = Some(opts.session_threads.max(1));
     let served = Served::new(vf, opts.threads);
     let session =
         fuser::spawn_mount(served, mountpoint, &config).map_err(|e| io_err("mount", e))?;
