@@ -41,9 +41,13 @@ pub struct MountArgs {
     /// hosts' changes show up after at most this long).
     #[arg(long, default_value_t = 1000)]
     pub attr_timeout_ms: u64,
-    /// Threads reading requests from the kernel (reads and overwrites run
-    /// in parallel; metadata operations one at a time).
+    /// Threads reading the kernel's requests; they answer cached reads
+    /// and overwrites themselves and hand the rest to the workers.
     #[arg(long, default_value_t = 2)]
+    pub session_threads: usize,
+    /// Most worker threads for requests that may wait (metadata
+    /// operations run one at a time).
+    #[arg(long, default_value_t = 8)]
     pub threads: usize,
 }
 
@@ -99,6 +103,7 @@ pub fn run(a: &MountArgs) -> Result<(), String> {
     let session = Session::start(&a.device, vol, cfg, Some(host_tx))?;
     let opts = FuseOptions {
         ttl: Duration::from_millis(a.attr_timeout_ms),
+        session_threads: a.session_threads,
         threads: a.threads,
         fsname: a.device.clone(),
         allow_other: true,

@@ -222,7 +222,7 @@ impl UpConfig {
             Some(FuseService {
                 mountpoint: if mp.is_absolute() { mp } else { dir.join(mp) },
                 attr_timeout_ms: file.fuse.attr_timeout_ms.unwrap_or(1000),
-                threads: file.fuse.threads.unwrap_or(2).max(1),
+                threads: file.fuse.threads.unwrap_or(8).max(1),
             })
         };
         let iscsi = if o.no_iscsi || file.iscsi.enabled == Some(false) {

@@ -50,6 +50,15 @@ impl crate::dev::DevWrapper for HostDev {
         self.sh.raw.read_at(buf, offset)
     }
 
+    fn read_cached(&self, buf: &mut [u8], offset: u64) -> Result<bool, DevError> {
+        self.gate()?;
+        self.sh.raw.read_cached(buf, offset)
+    }
+
+    fn prefetch(&self, offset: u64, len: u64) {
+        self.sh.raw.prefetch(offset, len)
+    }
+
     fn write_at(&self, buf: &[u8], offset: u64) -> Result<(), DevError> {
         self.fenced(FencedOp::Write(buf), offset)
     }

@@ -8,7 +8,7 @@ use std::fs::{File, OpenOptions};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, Once, RwLock};
+use std::sync::{Arc, Mutex, Once, OnceLock, RwLock};
 
 use super::engine::{Engine, PreadEngine};
 use super::sys;
@@ -52,6 +52,13 @@ pub struct FileDev {
 }
 
 static URING_WARNING: Once = Once::new();
+
+/// Environment `VMFS_NO_PREFETCH=1` turns [`BlockDev::prefetch`] hints off
+/// (for measuring what they buy).
+fn prefetch_off() -> bool {
+    static OFF: OnceLock<bool> = OnceLock::new();
+    *OFF.get_or_init(|| std::env::var_os("VMFS_NO_PREFETCH").is_some_and(|v| v == "1"))
+}
 
 fn pick_engine(no_uring: bool) -> Arc<dyn Engine> {
     let forced = no_uring || std::env::var_os("VMFS_NO_URING").is_some_and(|v| v == "1");
@@ -235,6 +242,27 @@ impl BlockDev for FileDev {
         self.engine
             .read_exact_at(self.file.as_raw_fd(), buf, offset)
             .map_err(|e| self.io_err(DevOp::Read, offset, len, e))
+    }
+
+    fn read_cached(&self, buf: &mut [u8], offset: u64) -> Result<bool, DevError> {
+        check_io(self, DevOp::Read, offset, buf.len() as u64)?;
+        let len = buf.len() as u64;
+        sys::pread_nowait(self.file.as_raw_fd(), buf, offset)
+            .map_err(|e| self.io_err(DevOp::Read, offset, len, e))
+    }
+
+    fn prefetch(&self, offset: u64, len: u64) {
+        if prefetch_off() {
+            return;
+        }
+        let end = offset.saturating_add(len).min(self.size);
+        if offset >= end {
+            return;
+        }
+        // A hint: failing to give it changes nothing but the speed.
+        if let Err(e) = sys::will_need(self.file.as_raw_fd(), offset, end - offset) {
+            tracing::debug!("{}: prefetch {offset}+{len}: {e}", self.name);
+        }
     }
 
     fn write_at(&self, buf: &[u8], offset: u64) -> Result<(), DevError> {

@@ -75,6 +75,21 @@ pub trait BlockDev: Send + Sync + std::fmt::Debug {
     /// Read exactly `buf.len()` bytes at `offset`.
     fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<(), DevError>;
 
+    /// Read exactly `buf.len()` bytes at `offset` only if that needs no
+    /// wait for the medium (the bytes are in the host's page cache):
+    /// `Ok(false)` when it would wait, and then `buf` holds nothing
+    /// defined. Lets a caller that must not block (the FUSE session
+    /// thread) serve cached data itself and hand the rest to a thread that
+    /// may wait. Default: not supported, always `Ok(false)`.
+    fn read_cached(&self, _buf: &mut [u8], _offset: u64) -> Result<bool, DevError> {
+        Ok(false)
+    }
+
+    /// A hint that `len` bytes at `offset` will be read soon: the backend
+    /// may start fetching them now, without waiting. No effect on what any
+    /// read returns. Default: nothing.
+    fn prefetch(&self, _offset: u64, _len: u64) {}
+
     /// Write all of `buf` at `offset`. Not durable until [`BlockDev::flush`].
     fn write_at(&self, buf: &[u8], offset: u64) -> Result<(), DevError>;
 

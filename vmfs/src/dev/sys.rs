@@ -62,6 +62,55 @@ pub fn fallocate(fd: RawFd, mode: libc::c_int, offset: u64, len: u64) -> io::Res
     }
 }
 
+/// Fill `buf` from `offset` with `preadv2(RWF_NOWAIT)`: only from the page
+/// cache, never waiting for the medium. `Ok(true)` when all of `buf` was
+/// read; `Ok(false)` when some of it is not cached (EAGAIN or a short
+/// read), or the kernel does not offer the flag (EOPNOTSUPP).
+pub fn pread_nowait(fd: RawFd, buf: &mut [u8], offset: u64) -> io::Result<bool> {
+    let mut done = 0usize;
+    while done < buf.len() {
+        let rest = &mut buf[done..];
+        let iov = libc::iovec {
+            iov_base: rest.as_mut_ptr().cast(),
+            iov_len: rest.len(),
+        };
+        let off = libc::off_t::try_from(offset + done as u64)
+            .map_err(|_| io::Error::other("offset too large"))?;
+        // SAFETY: `iov` describes `rest`, a live, exclusively borrowed
+        // buffer of `iov_len` bytes; the kernel writes at most that much.
+        let r = unsafe { libc::preadv2(fd, &iov, 1, off, libc::RWF_NOWAIT) };
+        if r > 0 {
+            done += r as usize;
+            continue;
+        }
+        if r == 0 {
+            // End of file inside the range: not ours to serve from cache.
+            return Ok(false);
+        }
+        let e = io::Error::last_os_error();
+        match e.raw_os_error() {
+            Some(libc::EINTR) => continue,
+            Some(libc::EAGAIN) | Some(libc::EOPNOTSUPP) | Some(libc::EINVAL) => return Ok(false),
+            _ => return Err(e),
+        }
+    }
+    Ok(true)
+}
+
+/// posix_fadvise(WILLNEED): start reading the range into the page cache
+/// (the kernel queues the reads and returns without waiting for them).
+pub fn will_need(fd: RawFd, offset: u64, len: u64) -> io::Result<()> {
+    let off = libc::off_t::try_from(offset).map_err(|_| io::Error::other("offset too large"))?;
+    let len = libc::off_t::try_from(len).map_err(|_| io::Error::other("length too large"))?;
+    // SAFETY: plain syscall on a file descriptor we own; no pointers.
+    let r = unsafe { libc::posix_fadvise(fd, off, len, libc::POSIX_FADV_WILLNEED) };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::from_raw_os_error(r))
+    }
+}
+
 /// fdatasync(2), retried on EINTR.
 pub fn fdatasync(fd: RawFd) -> io::Result<()> {
     loop {

@@ -33,6 +33,17 @@ pub trait DevWrapper: Send + Sync + std::fmt::Debug {
     fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<(), DevError> {
         self.inner().read_at(buf, offset)
     }
+    /// Not forwarded by default: a wrapper that changes reads (faults,
+    /// torn reads, counting) would be bypassed by the inner device's cached
+    /// read. "Not supported" sends the caller to [`DevWrapper::read_at`];
+    /// a wrapper that passes reads through unchanged overrides this to
+    /// forward.
+    fn read_cached(&self, _buf: &mut [u8], _offset: u64) -> Result<bool, DevError> {
+        Ok(false)
+    }
+    fn prefetch(&self, offset: u64, len: u64) {
+        self.inner().prefetch(offset, len)
+    }
     fn write_at(&self, buf: &[u8], offset: u64) -> Result<(), DevError> {
         self.inner().write_at(buf, offset)
     }
@@ -82,6 +93,12 @@ impl<T: DevWrapper> BlockDev for T {
     }
     fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<(), DevError> {
         DevWrapper::read_at(self, buf, offset)
+    }
+    fn read_cached(&self, buf: &mut [u8], offset: u64) -> Result<bool, DevError> {
+        DevWrapper::read_cached(self, buf, offset)
+    }
+    fn prefetch(&self, offset: u64, len: u64) {
+        DevWrapper::prefetch(self, offset, len)
     }
     fn write_at(&self, buf: &[u8], offset: u64) -> Result<(), DevError> {
         DevWrapper::write_at(self, buf, offset)

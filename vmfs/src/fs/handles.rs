@@ -2,7 +2,7 @@
 //! for read), reads, writes, fsync, fallocate, SEEK_DATA/SEEK_HOLE,
 //! truncation and reclaiming an inode whose last link is gone.
 
-use std::sync::Arc;
+use std::sync::{Arc, MutexGuard, TryLockError};
 
 use crate::dev::BlockDev;
 use crate::format::inode::FLAG_INLINE;
@@ -101,6 +101,7 @@ impl Fs {
                 writers: u32::from(write),
                 readers: u32::from(!write),
                 unlinked: false,
+                stream: Default::default(),
             };
             st.open.insert(
                 ino,
@@ -196,40 +197,36 @@ impl Fs {
     }
 
     /// Read up to `len` bytes at `off` into `buf[..n]`, returning `n`
-    /// (short at end of file). `buf` is grown (never shrunk) as needed, so
-    /// a caller reusing it pays no allocation or zeroing per read. The
-    /// device read runs outside the filesystem mutex (`io.rs`).
+    /// (short at end of file). `buf` is grown as needed and may be reused
+    /// between calls (no allocation or zeroing per read). The device read
+    /// runs outside the filesystem mutex under the file's data guard.
     pub fn read_into(&self, fh: u64, off: u64, len: usize, buf: &mut Vec<u8>) -> FsResult<usize> {
-        let mut st = lock_st(&self.inner.st);
-        let inner = &*self.inner;
-        let (ino, _) = self.handle(&st, fh)?;
-        let o = st.open.get_mut(&ino).expect("open file of a handle");
-        if o.mode == OpenMode::Unlocked {
-            reload_unlocked(inner, &mut o.map)?;
+        let st = lock_st(&self.inner.st);
+        match self.inner.read_resolved(st, fh, off, len, buf, false)? {
+            Some(n) => Ok(n),
+            None => unreachable!("a read that may wait always completes"),
         }
-        let size = o.map.inode.size;
-        if off >= size {
-            return Ok(0);
-        }
-        let n = (len as u64).min(size - off) as usize;
-        if buf.len() < n {
-            buf.resize(n, 0);
-        }
-        let out = &mut buf[..n];
-        if o.map.inode.flags & FLAG_INLINE != 0 {
-            let src = &o.map.inode.inline;
-            let s = (off as usize).min(src.len());
-            let e = (s + n).min(src.len());
-            out[..e - s].copy_from_slice(&src[s..e]);
-            out[e - s..].fill(0);
-            return Ok(n);
-        }
-        let extents = io::for_read(&mut o.map, &inner.ctx, off, n as u64)?;
-        let data = Arc::clone(&o.data);
-        let _reading = shared(&data);
-        drop(st);
-        io::read(&inner.ctx, &extents, out)?;
-        Ok(n)
+    }
+
+    /// [`Fs::read_into`], but only if it finishes without waiting for
+    /// anything but the CPU: the filesystem mutex is free (no operation,
+    /// and so no wait for another host's lock, is under way), the file is
+    /// locked here (its cached map is current: no re-read from the
+    /// device) and the device has the bytes in its cache. `None`: nothing
+    /// is read; do it with [`Fs::read_into`] on a thread that may wait.
+    pub fn read_now(
+        &self,
+        fh: u64,
+        off: u64,
+        len: usize,
+        buf: &mut Vec<u8>,
+    ) -> FsResult<Option<usize>> {
+        let st = match self.inner.st.try_lock() {
+            Ok(st) => st,
+            Err(TryLockError::Poisoned(e)) => e.into_inner(),
+            Err(TryLockError::WouldBlock) => return Ok(None),
+        };
+        self.inner.read_resolved(st, fh, off, len, buf, true)
     }
 
     /// Write `buf` at `off`. Returns the bytes written: short only when the
@@ -243,20 +240,7 @@ impl Fs {
         if !write {
             return Err(FsError::BadHandle(fh));
         }
-        let o = st.open.get_mut(&ino).expect("open file of a handle");
-        let overwrite = if o.mode == OpenMode::Exclusive && o.map.inode.flags & FLAG_INLINE == 0 {
-            io::for_overwrite(&mut o.map, &inner.ctx, off, buf.len() as u64)?
-        } else {
-            None
-        };
-        if let Some(extents) = overwrite {
-            // The times are set now, under the mutex, rather than after the
-            // I/O: a close or fsync that follows the write commits them.
-            let now = now_ns();
-            o.map.inode.mtime_ns = now;
-            o.map.inode.ctime_ns = now;
-            o.map.inode_dirty = true;
-            let data = Arc::clone(&o.data);
+        if let Some((extents, data)) = inner.overwrite_plan(&mut st, ino, off, buf.len())? {
             let _writing = shared(&data);
             drop(st);
             io::write(&inner.ctx, &extents, buf)?;
@@ -274,6 +258,30 @@ impl Fs {
         let r = inner.write_locked(&mut st, &mut o.map, off, buf);
         st.open.insert(ino, o);
         r
+    }
+
+    /// [`Fs::write`], but only if it is an overwrite of allocated blocks
+    /// (no metadata change but the times) and the filesystem mutex is
+    /// free: it then waits for nothing but the device's write. `None`:
+    /// nothing is written; do it with [`Fs::write`].
+    pub fn write_now(&self, fh: u64, off: u64, buf: &[u8]) -> FsResult<Option<usize>> {
+        let mut st = match self.inner.st.try_lock() {
+            Ok(st) => st,
+            Err(TryLockError::Poisoned(e)) => e.into_inner(),
+            Err(TryLockError::WouldBlock) => return Ok(None),
+        };
+        let inner = &*self.inner;
+        let (ino, write) = self.handle(&st, fh)?;
+        if !write {
+            return Err(FsError::BadHandle(fh));
+        }
+        let Some((extents, data)) = inner.overwrite_plan(&mut st, ino, off, buf.len())? else {
+            return Ok(None);
+        };
+        let _writing = shared(&data);
+        drop(st);
+        io::write(&inner.ctx, &extents, buf)?;
+        Ok(Some(buf.len()))
     }
 
     /// Make everything written through `fh` durable.
@@ -350,6 +358,7 @@ impl Inner {
                 writers: u32::from(write),
                 readers: u32::from(!write),
                 unlinked: false,
+                stream: Default::default(),
             },
             data: DataGuard::default(),
         };
@@ -379,6 +388,90 @@ fn host_downgrade(inner: &Inner, o: &mut Open, addr: u64) -> FsResult<()> {
 }
 
 impl Inner {
+    /// The read of `off..off+len` through `fh`, with the mutex held as
+    /// `st`: resolved under it, then the device read outside it under the
+    /// file's data guard. `cached_only`: give up (`None`) rather than
+    /// re-read an unlocked file's map or wait for the medium.
+    fn read_resolved(
+        &self,
+        mut st: MutexGuard<'_, State>,
+        fh: u64,
+        off: u64,
+        len: usize,
+        buf: &mut Vec<u8>,
+        cached_only: bool,
+    ) -> FsResult<Option<usize>> {
+        let ino = st
+            .handles
+            .get(&fh)
+            .map(|h| h.0)
+            .ok_or(FsError::BadHandle(fh))?;
+        let o = st.open.get_mut(&ino).expect("open file of a handle");
+        if o.mode == OpenMode::Unlocked {
+            if cached_only {
+                return Ok(None);
+            }
+            reload_unlocked(self, &mut o.map)?;
+        }
+        let size = o.map.inode.size;
+        if off >= size {
+            return Ok(Some(0));
+        }
+        let n = (len as u64).min(size - off) as usize;
+        if buf.len() < n {
+            buf.resize(n, 0);
+        }
+        let out = &mut buf[..n];
+        if o.map.inode.flags & FLAG_INLINE != 0 {
+            let src = &o.map.inode.inline;
+            let s = (off as usize).min(src.len());
+            let e = (s + n).min(src.len());
+            out[..e - s].copy_from_slice(&src[s..e]);
+            out[e - s..].fill(0);
+            return Ok(Some(n));
+        }
+        let extents = io::for_read(&mut o.map, &self.ctx, off, n as u64)?;
+        let ahead = match o.meta.stream.advance(off, n as u64, size) {
+            Some((a, l)) => io::for_read(&mut o.map, &self.ctx, a, l)?,
+            None => Vec::new(),
+        };
+        let data = Arc::clone(&o.data);
+        let _reading = shared(&data);
+        drop(st);
+        io::prefetch(&self.ctx, &ahead);
+        if cached_only {
+            return Ok(io::read_cached(&self.ctx, &extents, out)?.then_some(n));
+        }
+        io::read(&self.ctx, &extents, out)?;
+        Ok(Some(n))
+    }
+
+    /// For a write of `len` bytes at `off` to the open file `ino`: if it
+    /// only overwrites allocated blocks, set the times (under the mutex,
+    /// rather than after the I/O: a close or fsync that follows the write
+    /// commits them) and return the device extents and the data guard to
+    /// hold shared while writing them with the mutex dropped.
+    fn overwrite_plan(
+        &self,
+        st: &mut State,
+        ino: u64,
+        off: u64,
+        len: usize,
+    ) -> FsResult<Option<(Vec<io::Extent>, DataGuard)>> {
+        let o = st.open.get_mut(&ino).expect("open file of a handle");
+        if o.mode != OpenMode::Exclusive || o.map.inode.flags & FLAG_INLINE != 0 {
+            return Ok(None);
+        }
+        let Some(extents) = io::for_overwrite(&mut o.map, &self.ctx, off, len as u64)? else {
+            return Ok(None);
+        };
+        let now = now_ns();
+        o.map.inode.mtime_ns = now;
+        o.map.inode.ctime_ns = now;
+        o.map.inode_dirty = true;
+        Ok(Some((extents, Arc::clone(&o.data))))
+    }
+
     fn write_locked(
         &self,
         st: &mut State,

@@ -104,6 +104,50 @@ pub fn read(ctx: &Ctx, extents: &[Extent], buf: &mut [u8]) -> FsResult<()> {
     Ok(())
 }
 
+/// Like [`read`], but only from the device's cache: `false` (and `buf`
+/// undefined) as soon as a piece would wait for the medium.
+pub fn read_cached(ctx: &Ctx, extents: &[Extent], buf: &mut [u8]) -> FsResult<bool> {
+    let mut done = 0usize;
+    for e in extents {
+        match *e {
+            Extent::Dev { addr, len } => {
+                let out = &mut buf[done..done + len as usize];
+                let s = addr & !511;
+                let end = (addr + len).div_ceil(512) * 512;
+                let hit = if s == addr && end == addr + len {
+                    ctx.dev.read_cached(out, addr)?
+                } else {
+                    let mut tmp = vec![0u8; (end - s) as usize];
+                    let hit = ctx.dev.read_cached(&mut tmp, s)?;
+                    let o = (addr - s) as usize;
+                    out.copy_from_slice(&tmp[o..o + out.len()]);
+                    hit
+                };
+                if !hit {
+                    return Ok(false);
+                }
+                done += len as usize;
+            }
+            Extent::Zero { len } => {
+                buf[done..done + len as usize].fill(0);
+                done += len as usize;
+            }
+        }
+    }
+    Ok(true)
+}
+
+/// Ask the device to start reading the device extents of a resolved range,
+/// up to the first hole (a hint: nothing waits for it).
+pub fn prefetch(ctx: &Ctx, extents: &[Extent]) {
+    for e in extents {
+        match *e {
+            Extent::Dev { addr, len } => ctx.dev.prefetch(addr, len),
+            Extent::Zero { .. } => return,
+        }
+    }
+}
+
 /// Write `data` through extents from [`for_overwrite`] (device only,
 /// sector-aligned).
 pub fn write(ctx: &Ctx, extents: &[Extent], data: &[u8]) -> FsResult<()> {

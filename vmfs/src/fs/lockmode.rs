@@ -190,6 +190,7 @@ impl Fs {
             writers: 1,
             readers: 0,
             unlinked: false,
+            stream: Default::default(),
         };
         st.open.insert(
             ino,

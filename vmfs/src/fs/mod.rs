@@ -25,6 +25,7 @@ mod namespace;
 pub mod offline;
 mod orphan;
 mod promote;
+mod readahead;
 mod thick;
 mod xattr;
 
@@ -90,6 +91,8 @@ struct OpenMeta {
     readers: u32,
     /// Unlinked while open: reclaimed at the last close.
     unlinked: bool,
+    /// Where its reads go (prefetch for sequential readers).
+    stream: readahead::ReadStream,
 }
 
 /// An open file's data guard. Device I/O done outside the `Fs` mutex

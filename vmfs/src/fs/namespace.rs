@@ -5,6 +5,7 @@
 //! no lock: they read, then check the directory's lock generation did not
 //! move (else retry), per the caching rule in `docs/filesystem.md`.
 
+use std::sync::MutexGuard;
 use std::time::Duration;
 
 use crate::format::inode::{FLAG_INLINE, INLINE_CAP};
@@ -55,24 +56,35 @@ fn name_str(name: &[u8]) -> String {
 
 impl Inner {
     /// Run `f` on a directory's map without a lock; retried until the
-    /// directory's lock generation is the same before and after.
-    fn read_dir<R>(
-        &self,
-        st: &mut State,
+    /// directory's lock generation is the same before and after. Between
+    /// attempts (another host is changing the directory, which may take
+    /// it up to T) the filesystem mutex is let go, so this host's other
+    /// operations (reads, writes, lookups elsewhere) go on meanwhile: the
+    /// caller holds nothing else (no inode lock, no open file taken out of
+    /// the table), and every attempt starts from the disk.
+    fn read_dir<'a, R>(
+        &'a self,
+        mut st: MutexGuard<'a, State>,
         ino: u64,
         mut f: impl FnMut(&mut FileMap) -> FsResult<R>,
-    ) -> FsResult<R> {
+    ) -> (MutexGuard<'a, State>, FsResult<R>) {
         let me = self.ctx.host.holder();
         let start = std::time::Instant::now();
         let mut backoff = Duration::from_millis(1);
         let mut announced = None;
         loop {
-            let before = self.ctx.read_lock(ino)?;
+            let before = match self.ctx.read_lock(ino) {
+                Ok(l) => l,
+                Err(e) => return (st, Err(e)),
+            };
             // A holder whose incarnation is over (a crashed host, recovered)
             // no longer changes the directory: read it.
             let busy = before.mode == LockMode::Exclusive
                 && !before.holders.contains(&me)
-                && self.ctx.host.holders_present(&before.holders)?;
+                && match self.ctx.host.holders_present(&before.holders) {
+                    Ok(b) => b,
+                    Err(e) => return (st, Err(e.into())),
+                };
             // Hosts changing the directory back to back could keep it busy
             // at every look: say we wait, so they leave it alone a moment.
             if busy && announced.is_none() {
@@ -91,9 +103,12 @@ impl Inner {
                     }
                     f(&mut FileMap::new(&self.ctx, inode, None))
                 });
-                let after = self.ctx.read_lock(ino)?;
+                let after = match self.ctx.read_lock(ino) {
+                    Ok(l) => l,
+                    Err(e) => return (st, Err(e)),
+                };
                 if after.lock_gen == before.lock_gen {
-                    return r;
+                    return (st, r);
                 }
             }
             // The holder may be waiting for a resource cluster we keep (we
@@ -102,19 +117,29 @@ impl Inner {
                 tracing::debug!("letting go of wanted clusters: {e}");
             }
             if start.elapsed() > self.lock_wait {
-                return Err(FsError::Busy {
+                let e = FsError::Busy {
                     ino,
                     why: "directory kept changing under another host's lock".into(),
-                });
+                };
+                return (st, Err(e));
             }
+            drop(st);
             std::thread::sleep(backoff);
             backoff = (backoff * 2).min(Duration::from_millis(50));
+            st = lock_st(&self.st);
         }
     }
 
-    fn lookup_entry(&self, st: &mut State, parent: u64, name: &[u8]) -> FsResult<DirEntry> {
-        self.read_dir(st, parent, |m| dir::lookup(m, &self.ctx, None, name))?
-            .ok_or_else(|| FsError::NotFound(name_str(name)))
+    /// The entry `name` of directory `parent` ([`Inner::read_dir`]).
+    fn lookup_entry<'a>(
+        &'a self,
+        st: MutexGuard<'a, State>,
+        parent: u64,
+        name: &[u8],
+    ) -> (MutexGuard<'a, State>, FsResult<DirEntry>) {
+        let (st, r) = self.read_dir(st, parent, |m| dir::lookup(m, &self.ctx, None, name));
+        let r = r.and_then(|e| e.ok_or_else(|| FsError::NotFound(name_str(name))));
+        (st, r)
     }
 
     /// Run a directory change: lock `parent`, run `f`, release.
@@ -602,7 +627,7 @@ impl Inner {
 impl Fs {
     /// Find `name` in directory `parent`.
     pub fn lookup(&self, parent: u64, name: &[u8]) -> FsResult<Attr> {
-        let mut st = lock_st(&self.inner.st);
+        let st = lock_st(&self.inner.st);
         let inner = &*self.inner;
         let ino = match name {
             b"." => parent,
@@ -617,7 +642,8 @@ impl Fs {
                 if name.len() > super::NAME_MAX {
                     return Err(FsError::NameTooLong(name.len()));
                 }
-                inner.lookup_entry(&mut st, parent, name)?.ino
+                let (st, e) = inner.lookup_entry(st, parent, name);
+                return inner.getattr(&st, e?.ino);
             }
         };
         inner.getattr(&st, ino)
@@ -626,7 +652,7 @@ impl Fs {
     /// Entries of `ino` from `offset` (0 to start; then an item's `next`),
     /// at most `max`. "." and ".." come first.
     pub fn readdir(&self, ino: u64, offset: u64, max: usize) -> FsResult<Vec<DirItem>> {
-        let mut st = lock_st(&self.inner.st);
+        let st = lock_st(&self.inner.st);
         let inner = &*self.inner;
         let mut out = Vec::new();
         let me = inner.ctx.read_inode(ino)?;
@@ -654,7 +680,8 @@ impl Fs {
         if want == 0 {
             return Ok(out);
         }
-        let entries = inner.read_dir(&mut st, ino, |m| dir::list(m, &inner.ctx, from, want))?;
+        let (_st, entries) = inner.read_dir(st, ino, |m| dir::list(m, &inner.ctx, from, want));
+        let entries = entries?;
         out.extend(entries.into_iter().map(|e| DirItem {
             next: e.key + 3,
             name: e.name,

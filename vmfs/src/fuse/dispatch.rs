@@ -1,9 +1,25 @@
 //! The kernel's requests, each answered from one `do_*` call.
+//!
+//! Session threads read `/dev/fuse` (`FuseOptions::session_threads`, 2 by
+//! default: one alone measured ~25 % fewer 4k QD1 writes on the 2-core
+//! development machine, docs/benchmarks.md). Each answers itself only
+//! what waits for nothing but the CPU and the local device —
+//! never for another host's on-disk lock, nor for the `Fs` mutex, which an
+//! operation waiting for such a lock may hold: an overwrite of allocated
+//! blocks of a file open for write here, a read the image's page cache
+//! fully serves, FLUSH (nothing to do), FORGET (memory only). Both fast
+//! paths only *try* the `Fs` mutex. Everything else, and a fast-path
+//! candidate that would wait, is handed with its reply to the worker pool
+//! (`workers.rs`), so a lookup waiting seconds for a busy directory on
+//! another host holds up no session thread, and neither reads nor other
+//! requests wait behind it.
 
 use std::ffi::OsStr;
 use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use fuser::{
@@ -17,6 +33,7 @@ use crate::fs::{Attr, SetAttr};
 
 use super::attr::{file_attr, kind_of_dtype, time_or_now};
 use super::killpriv::setattr_kills;
+use super::workers::Workers;
 use super::xattr::XattrReply;
 use super::{Res, VmfsFuse};
 
@@ -56,12 +73,45 @@ impl VmfsFuse {
 /// max_pages, 256 pages by default).
 const MAX_IO: u32 = 1 << 20;
 
+/// A READ done on a thread that may wait.
+fn read_into_reply(f: &VmfsFuse, fh: u64, off: u64, size: u32, reply: ReplyData) {
+    READ_BUF.with_borrow_mut(|buf| match f.do_read(fh, off, size, buf) {
+        Ok(n) => reply.data(&buf[..n]),
+        Err(e) => reply.error(e),
+    });
+}
+
 thread_local! {
     /// The read buffer of a session thread.
     static READ_BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
-impl Filesystem for VmfsFuse {
+/// What fuser serves: the filesystem plus the threads its slow requests
+/// run on.
+#[derive(Debug)]
+pub struct Served {
+    fuse: Arc<VmfsFuse>,
+    workers: Workers,
+}
+
+impl Served {
+    /// Serve `fuse` with at most `workers` threads for requests that may
+    /// wait.
+    pub fn new(fuse: VmfsFuse, workers: usize) -> Served {
+        Served {
+            fuse: Arc::new(fuse),
+            workers: Workers::new(workers),
+        }
+    }
+
+    /// Run `job` on a worker thread (it may wait for other hosts).
+    fn slow(&self, job: impl FnOnce(&VmfsFuse) + Send + 'static) {
+        let fuse = self.fuse.clone();
+        self.workers.run(move || job(&fuse));
+    }
+}
+
+impl Filesystem for Served {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> io::Result<()> {
         // Each is optional: a kernel without it serves the mount anyway.
         for cap in [
@@ -75,7 +125,7 @@ impl Filesystem for VmfsFuse {
         // We clear set-ID bits ourselves (killpriv.rs), so the kernel stops
         // asking getxattr("security.capability") before every write.
         match config.add_capabilities(InitFlags::FUSE_HANDLE_KILLPRIV_V2) {
-            Ok(()) => self.kill_priv = true,
+            Ok(()) => self.fuse.kill_priv.store(true, Ordering::Relaxed),
             Err(missing) => tracing::info!("fuse: kernel lacks {missing:?}"),
         }
         // Reads and writes of up to 1 MiB per request (FUSE_MAX_PAGES is
@@ -90,11 +140,14 @@ impl Filesystem for VmfsFuse {
     }
 
     fn destroy(&mut self) {
+        // Requests still running finish first (their replies go nowhere).
+        self.workers.shut_down();
         tracing::info!(
             "fuse: session ended ({} nodes still referenced by the kernel)",
-            self.nodes.len()
+            self.fuse.nodes.len()
         );
         if let Some(tx) = self
+            .fuse
             .on_destroy
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -105,18 +158,19 @@ impl Filesystem for VmfsFuse {
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        self.reply_entry(self.do_lookup(parent.0, name), reply);
+        let name = name.to_owned();
+        self.slow(move |f| f.reply_entry(f.do_lookup(parent.0, &name), reply));
     }
 
     fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
-        self.nodes.forget(ino.0, nlookup);
+        self.fuse.nodes.forget(ino.0, nlookup);
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
-        match self.do_getattr(ino.0) {
-            Ok(a) => reply.attr(&self.ttl, &file_attr(&a, self.block_size)),
+        self.slow(move |f| match f.do_getattr(ino.0) {
+            Ok(a) => reply.attr(&f.ttl, &file_attr(&a, f.block_size)),
             Err(e) => reply.error(e),
-        }
+        });
     }
 
     fn setattr(
@@ -145,18 +199,18 @@ impl Filesystem for VmfsFuse {
             atime_ns: atime.map(time_or_now),
             mtime_ns: mtime.map(time_or_now),
         };
-        let kill = self.kill_priv && setattr_kills(&sa, req.uid());
-        match self.do_setattr(ino.0, &sa, kill) {
-            Ok(a) => reply.attr(&self.ttl, &file_attr(&a, self.block_size)),
+        let kill = self.fuse.kills_priv() && setattr_kills(&sa, req.uid());
+        self.slow(move |f| match f.do_setattr(ino.0, &sa, kill) {
+            Ok(a) => reply.attr(&f.ttl, &file_attr(&a, f.block_size)),
             Err(e) => reply.error(e),
-        }
+        });
     }
 
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
-        match self.do_readlink(ino.0) {
+        self.slow(move |f| match f.do_readlink(ino.0) {
             Ok(t) => reply.data(&t),
             Err(e) => reply.error(e),
-        }
+        });
     }
 
     fn mknod(
@@ -169,7 +223,10 @@ impl Filesystem for VmfsFuse {
         _rdev: u32,
         reply: ReplyEntry,
     ) {
-        self.reply_entry(self.do_mknod(parent.0, name, mode, umask, who(req)), reply);
+        let (name, who) = (name.to_owned(), who(req));
+        self.slow(move |f| {
+            f.reply_entry(f.do_mknod(parent.0, &name, mode, umask, who), reply);
+        });
     }
 
     fn mkdir(
@@ -181,15 +238,20 @@ impl Filesystem for VmfsFuse {
         umask: u32,
         reply: ReplyEntry,
     ) {
-        self.reply_entry(self.do_mkdir(parent.0, name, mode, umask, who(req)), reply);
+        let (name, who) = (name.to_owned(), who(req));
+        self.slow(move |f| {
+            f.reply_entry(f.do_mkdir(parent.0, &name, mode, umask, who), reply);
+        });
     }
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        Self::reply_empty(self.do_unlink(parent.0, name), reply);
+        let name = name.to_owned();
+        self.slow(move |f| VmfsFuse::reply_empty(f.do_unlink(parent.0, &name), reply));
     }
 
     fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        Self::reply_empty(self.do_rmdir(parent.0, name), reply);
+        let name = name.to_owned();
+        self.slow(move |f| VmfsFuse::reply_empty(f.do_rmdir(parent.0, &name), reply));
     }
 
     fn symlink(
@@ -200,10 +262,11 @@ impl Filesystem for VmfsFuse {
         target: &Path,
         reply: ReplyEntry,
     ) {
-        self.reply_entry(
-            self.do_symlink(parent.0, link_name, target.as_os_str(), who(req)),
-            reply,
-        );
+        let (name, target, who) = (link_name.to_owned(), target.to_owned(), who(req));
+        self.slow(move |f| {
+            let r = f.do_symlink(parent.0, &name, target.as_os_str(), who);
+            f.reply_entry(r, reply);
+        });
     }
 
     fn rename(
@@ -216,10 +279,11 @@ impl Filesystem for VmfsFuse {
         flags: RenameFlags,
         reply: ReplyEmpty,
     ) {
-        Self::reply_empty(
-            self.do_rename(parent.0, name, newparent.0, newname, flags),
-            reply,
-        );
+        let (name, newname) = (name.to_owned(), newname.to_owned());
+        self.slow(move |f| {
+            let r = f.do_rename(parent.0, &name, newparent.0, &newname, flags);
+            VmfsFuse::reply_empty(r, reply);
+        });
     }
 
     fn link(
@@ -230,14 +294,15 @@ impl Filesystem for VmfsFuse {
         newname: &OsStr,
         reply: ReplyEntry,
     ) {
-        self.reply_entry(self.do_link(ino.0, newparent.0, newname), reply);
+        let newname = newname.to_owned();
+        self.slow(move |f| f.reply_entry(f.do_link(ino.0, newparent.0, &newname), reply));
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        match self.do_open(ino.0, flags) {
+        self.slow(move |f| match f.do_open(ino.0, flags) {
             Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
             Err(e) => reply.error(e),
-        }
+        });
     }
 
     fn read(
@@ -251,12 +316,19 @@ impl Filesystem for VmfsFuse {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        // Each session thread reuses one buffer: no allocation or zeroing
-        // of up to 1 MiB per read (the reply is copied out before return).
-        READ_BUF.with_borrow_mut(|buf| match self.do_read(fh.0, offset, size, buf) {
-            Ok(n) => reply.data(&buf[..n]),
-            Err(e) => reply.error(e),
-        })
+        // Each thread reuses one buffer: no allocation or zeroing of up to
+        // 1 MiB per read (the reply is copied out before return).
+        let waits = READ_BUF.with_borrow_mut(|buf| {
+            match self.fuse.do_read_now(fh.0, offset, size, buf) {
+                Ok(Some(n)) => reply.data(&buf[..n]),
+                Ok(None) => return Some(reply),
+                Err(e) => reply.error(e),
+            }
+            None
+        });
+        if let Some(reply) = waits {
+            self.slow(move |f| read_into_reply(f, fh.0, offset, size, reply));
+        }
     }
 
     fn write(
@@ -271,11 +343,22 @@ impl Filesystem for VmfsFuse {
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
-        let kill = self.kill_priv && write_flags.contains(WriteFlags::FUSE_WRITE_KILL_SUIDGID);
-        match self.do_write(ino.0, fh.0, offset, data, kill) {
-            Ok(n) => reply.written(n),
-            Err(e) => reply.error(e),
+        let kill =
+            self.fuse.kills_priv() && write_flags.contains(WriteFlags::FUSE_WRITE_KILL_SUIDGID);
+        if !kill {
+            match self.fuse.do_write_now(fh.0, offset, data) {
+                Ok(Some(n)) => return reply.written(n),
+                Ok(None) => {}
+                Err(e) => return reply.error(e),
+            }
         }
+        let data = data.to_vec();
+        self.slow(
+            move |f| match f.do_write(ino.0, fh.0, offset, &data, kill) {
+                Ok(n) => reply.written(n),
+                Err(e) => reply.error(e),
+            },
+        );
     }
 
     fn flush(
@@ -286,7 +369,7 @@ impl Filesystem for VmfsFuse {
         _lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
-        Self::reply_empty(self.do_flush(), reply);
+        VmfsFuse::reply_empty(self.fuse.do_flush(), reply);
     }
 
     fn release(
@@ -299,7 +382,7 @@ impl Filesystem for VmfsFuse {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        Self::reply_empty(self.do_release(fh.0), reply);
+        self.slow(move |f| VmfsFuse::reply_empty(f.do_release(fh.0), reply));
     }
 
     fn fsync(
@@ -310,7 +393,7 @@ impl Filesystem for VmfsFuse {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
-        Self::reply_empty(self.do_fsync(fh.0), reply);
+        self.slow(move |f| VmfsFuse::reply_empty(f.do_fsync(fh.0), reply));
     }
 
     fn readdir(
@@ -321,18 +404,20 @@ impl Filesystem for VmfsFuse {
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
-        let r = self.list(ino.0, offset, |it| {
-            reply.add(
-                INodeNo(it.ino),
-                it.next,
-                kind_of_dtype(it.dtype),
-                OsStr::from_bytes(&it.name),
-            )
+        self.slow(move |f| {
+            let r = f.list(ino.0, offset, |it| {
+                reply.add(
+                    INodeNo(it.ino),
+                    it.next,
+                    kind_of_dtype(it.dtype),
+                    OsStr::from_bytes(&it.name),
+                )
+            });
+            match r {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(e),
+            }
         });
-        match r {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(e),
-        }
     }
 
     fn readdirplus(
@@ -343,29 +428,32 @@ impl Filesystem for VmfsFuse {
         offset: u64,
         mut reply: ReplyDirectoryPlus,
     ) {
-        let r = self.list(ino.0, offset, |it| {
-            // An entry removed by another host since the listing is left out.
-            let Ok(a) = self.fs.getattr(it.ino) else {
-                return false;
-            };
-            let full = reply.add(
-                INodeNo(it.ino),
-                it.next,
-                OsStr::from_bytes(&it.name),
-                &self.ttl,
-                &file_attr(&a, self.block_size),
-                Generation(a.generation),
-            );
-            // The kernel takes a reference to every entry but "." and "..".
-            if !full && it.name != b"." && it.name != b".." {
-                self.nodes.remember(&a);
+        self.slow(move |f| {
+            let r = f.list(ino.0, offset, |it| {
+                // An entry removed by another host since the listing is left
+                // out.
+                let Ok(a) = f.fs.getattr(it.ino) else {
+                    return false;
+                };
+                let full = reply.add(
+                    INodeNo(it.ino),
+                    it.next,
+                    OsStr::from_bytes(&it.name),
+                    &f.ttl,
+                    &file_attr(&a, f.block_size),
+                    Generation(a.generation),
+                );
+                // The kernel takes a reference to every entry but "." and "..".
+                if !full && it.name != b"." && it.name != b".." {
+                    f.nodes.remember(&a);
+                }
+                full
+            });
+            match r {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(e),
             }
-            full
         });
-        match r {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(e),
-        }
     }
 
     fn fsyncdir(
@@ -376,11 +464,11 @@ impl Filesystem for VmfsFuse {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
-        Self::reply_empty(self.do_fsyncdir(), reply);
+        self.slow(move |f| VmfsFuse::reply_empty(f.do_fsyncdir(), reply));
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
-        match self.do_statfs() {
+        self.slow(move |f| match f.do_statfs() {
             Ok(s) => {
                 let bsize = u32::try_from(s.block_size).unwrap_or(u32::MAX);
                 reply.statfs(
@@ -395,7 +483,7 @@ impl Filesystem for VmfsFuse {
                 )
             }
             Err(e) => reply.error(e),
-        }
+        });
     }
 
     fn create(
@@ -408,16 +496,19 @@ impl Filesystem for VmfsFuse {
         flags: i32,
         reply: ReplyCreate,
     ) {
-        match self.do_create(parent.0, name, mode, umask, flags, who(req)) {
-            Ok((a, fh)) => reply.created(
-                &self.ttl,
-                &file_attr(&a, self.block_size),
-                Generation(a.generation),
-                FileHandle(fh),
-                FopenFlags::empty(),
-            ),
-            Err(e) => reply.error(e),
-        }
+        let (name, who) = (name.to_owned(), who(req));
+        self.slow(
+            move |f| match f.do_create(parent.0, &name, mode, umask, flags, who) {
+                Ok((a, fh)) => reply.created(
+                    &f.ttl,
+                    &file_attr(&a, f.block_size),
+                    Generation(a.generation),
+                    FileHandle(fh),
+                    FopenFlags::empty(),
+                ),
+                Err(e) => reply.error(e),
+            },
+        );
     }
 
     fn fallocate(
@@ -430,7 +521,9 @@ impl Filesystem for VmfsFuse {
         mode: i32,
         reply: ReplyEmpty,
     ) {
-        Self::reply_empty(self.do_fallocate(fh.0, offset, length, mode), reply);
+        self.slow(move |f| {
+            VmfsFuse::reply_empty(f.do_fallocate(fh.0, offset, length, mode), reply);
+        });
     }
 
     fn setxattr(
@@ -443,19 +536,24 @@ impl Filesystem for VmfsFuse {
         _position: u32,
         reply: ReplyEmpty,
     ) {
-        Self::reply_empty(self.do_setxattr(ino.0, name, value, flags), reply);
+        let (name, value) = (name.to_owned(), value.to_vec());
+        self.slow(move |f| {
+            VmfsFuse::reply_empty(f.do_setxattr(ino.0, &name, &value, flags), reply);
+        });
     }
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
-        reply_xattr(self.do_getxattr(ino.0, name, size), reply);
+        let name = name.to_owned();
+        self.slow(move |f| reply_xattr(f.do_getxattr(ino.0, &name, size), reply));
     }
 
     fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
-        reply_xattr(self.do_listxattr(ino.0, size), reply);
+        self.slow(move |f| reply_xattr(f.do_listxattr(ino.0, size), reply));
     }
 
     fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        Self::reply_empty(self.do_removexattr(ino.0, name), reply);
+        let name = name.to_owned();
+        self.slow(move |f| VmfsFuse::reply_empty(f.do_removexattr(ino.0, &name), reply));
     }
 
     fn lseek(
@@ -467,9 +565,9 @@ impl Filesystem for VmfsFuse {
         whence: i32,
         reply: ReplyLseek,
     ) {
-        match self.do_lseek(fh.0, offset, whence) {
+        self.slow(move |f| match f.do_lseek(fh.0, offset, whence) {
             Ok(o) => reply.offset(o),
             Err(e) => reply.error(e),
-        }
+        });
     }
 }

@@ -143,6 +143,28 @@ impl VmfsFuse {
         self.fs.read_into(fh, off, len as usize, buf).map_err(fail)
     }
 
+    /// [`Self::do_read`] if it can be done without waiting
+    /// ([`Fs::read_now`](crate::fs::Fs::read_now)); `None`: hand it over.
+    pub(super) fn do_read_now(
+        &self,
+        fh: u64,
+        off: u64,
+        len: u32,
+        buf: &mut Vec<u8>,
+    ) -> Res<Option<usize>> {
+        self.gate_check()?;
+        self.fs.read_now(fh, off, len as usize, buf).map_err(fail)
+    }
+
+    /// A write that only overwrites allocated blocks, if it can be done
+    /// without waiting ([`Fs::write_now`](crate::fs::Fs::write_now));
+    /// `None`: hand it over.
+    pub(super) fn do_write_now(&self, fh: u64, off: u64, data: &[u8]) -> Res<Option<u32>> {
+        self.gate_check()?;
+        let n = self.fs.write_now(fh, off, data).map_err(fail)?;
+        Ok(n.map(|n| u32::try_from(n).unwrap_or(u32::MAX)))
+    }
+
     /// `kill`: the writer lacks CAP_FSETID, clear the set-ID bits first.
     pub(super) fn do_write(
         &self,

@@ -3,11 +3,13 @@
 //! directly as root; no libfuse).
 //!
 //! Every request becomes one [`Fs`] call; [`FsError::errno`] gives the
-//! reply. Requests are read by several kernel-facing threads: `Fs` runs
-//! one metadata operation at a time per host (its mutex), but reads and
-//! overwrites of allocated blocks do their device I/O outside that mutex,
-//! so several READs of a readahead window (async reads, a 4 MiB window) are
-//! served at once.
+//! reply. Session threads read the kernel's requests and answer those that
+//! cannot wait (overwrites of allocated blocks, small reads the image's
+//! page cache serves, flush, forget); the rest run on a pool of workers
+//! (`dispatch.rs`). `Fs` runs one metadata operation at a time per host
+//! (its mutex), but reads and overwrites of allocated blocks do their
+//! device I/O outside that mutex, so several READs of a readahead window
+//! (async reads, a 4 MiB window) are served at once.
 //!
 //! Coherence between hosts: entries and attributes are cached by the kernel
 //! for [`FuseOptions::ttl`]; an open drops the file's page cache (close-to-
@@ -26,6 +28,7 @@ mod killpriv;
 mod namespace;
 mod nodes;
 mod session;
+mod workers;
 mod xattr;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -46,7 +49,10 @@ use nodes::Nodes;
 pub struct FuseOptions {
     /// How long the kernel may cache names and attributes.
     pub ttl: Duration,
-    /// Threads reading requests from the kernel (at least 1).
+    /// Threads reading the kernel's requests (at least 1); each answers
+    /// the requests that cannot wait itself and hands the rest over.
+    pub session_threads: usize,
+    /// Most worker threads for requests that may wait (at least 1).
     pub threads: usize,
     /// Source name shown in /proc/mounts.
     pub fsname: String,
@@ -63,7 +69,8 @@ impl Default for FuseOptions {
     fn default() -> FuseOptions {
         FuseOptions {
             ttl: Duration::from_secs(1),
-            threads: 2,
+            session_threads: 2,
+            threads: 8,
             fsname: "vmfs".into(),
             allow_other: true,
             open_busy_wait: Duration::from_millis(300),
@@ -107,7 +114,7 @@ pub struct VmfsFuse {
     ttl: Duration,
     open_busy_wait: Duration,
     /// FUSE_HANDLE_KILLPRIV_V2 was negotiated: we clear set-ID bits.
-    kill_priv: bool,
+    kill_priv: AtomicBool,
     /// File block size (st_blksize).
     block_size: u32,
     /// Told when the kernel ends the session (an outside `umount`).
@@ -149,7 +156,7 @@ impl VmfsFuse {
             nodes: Nodes::default(),
             ttl: opts.ttl,
             open_busy_wait: opts.open_busy_wait,
-            kill_priv: false,
+            kill_priv: AtomicBool::new(false),
             block_size: u32::try_from(block_size).unwrap_or(u32::MAX),
             on_destroy: Mutex::new(None),
         })
@@ -163,6 +170,11 @@ impl VmfsFuse {
     /// Be told on `tx` when the kernel ends the session.
     pub fn notify_destroy(&self, tx: Sender<()>) {
         *self.on_destroy.lock().unwrap_or_else(|e| e.into_inner()) = Some(tx);
+    }
+
+    /// Do we clear set-ID bits on write and chown (KILLPRIV_V2)?
+    fn kills_priv(&self) -> bool {
+        self.kill_priv.load(Ordering::Relaxed)
     }
 
     /// EIO once fenced or stopping.

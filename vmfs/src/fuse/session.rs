@@ -12,6 +12,7 @@ use fuser::{BackgroundSession, Config, MountOption, SessionACL};
 
 use crate::fs::{Fs, FsError};
 
+use super::dispatch::Served;
 use super::{FuseOptions, Gate, VmfsFuse};
 
 /// Why a mount could not be made or undone.
@@ -88,8 +89,12 @@ pub fn mount(
     } else {
         SessionACL::Owner
     };
-    config.n_threads = Some(opts.threads.max(1));
-    let session = fuser::spawn_mount(vf, mountpoint, &config).map_err(|e| io_err("mount", e))?;
+    // Session threads read /dev/fuse and answer what cannot wait; the
+    // rest goes to the workers (dispatch.rs).
+    config.n_threads = Some(opts.session_threads.max(1));
+    let served = Served::new(vf, opts.threads);
+    let session =
+        fuser::spawn_mount(served, mountpoint, &config).map_err(|e| io_err("mount", e))?;
     raise_readahead(mountpoint);
     Ok(Mounted {
         session,
