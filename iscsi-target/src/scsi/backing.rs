@@ -71,31 +71,8 @@ impl Backing {
     /// would block (or the kernel cannot tell), so the caller takes the
     /// blocking path instead.
     pub fn read_cached(&self, buf: &mut [u8], off: u64) -> bool {
-        let mut done = 0usize;
-        while done < buf.len() {
-            let rest = &mut buf[done..];
-            let iov = libc::iovec {
-                iov_base: rest.as_mut_ptr().cast(),
-                iov_len: rest.len(),
-            };
-            // SAFETY: the iovec points into `buf`, exclusively borrowed and
-            // alive for the call; the descriptor is ours.
-            let n = unsafe {
-                libc::preadv2(
-                    self.file.as_raw_fd(),
-                    &iov,
-                    1,
-                    (off + done as u64) as libc::off_t,
-                    libc::RWF_NOWAIT,
-                )
-            };
-            if n <= 0 {
-                // EAGAIN (not cached), EOPNOTSUPP, EOF, EINTR: take the slow path.
-                return false;
-            }
-            done += n as usize;
-        }
-        true
+        // Any error (EINTR aside, retried): take the slow path.
+        super::page_cache::pread_nowait(self.file.as_raw_fd(), buf, off).unwrap_or(false)
     }
     pub fn write_at(&self, buf: &[u8], off: u64) -> io::Result<()> {
         self.file.write_all_at(buf, off)

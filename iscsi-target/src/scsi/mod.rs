@@ -7,6 +7,7 @@ pub mod lun;
 mod mode;
 pub mod ofd;
 mod opcodes;
+pub mod page_cache;
 pub mod pr;
 pub mod range_lock;
 mod rw;
