@@ -97,12 +97,7 @@ impl Fs {
                     return Err(e);
                 }
             };
-            let meta = OpenMeta {
-                writers: u32::from(write),
-                readers: u32::from(!write),
-                unlinked: false,
-                stream: Default::default(),
-            };
+            let meta = OpenMeta::first(write);
             st.open.insert(
                 ino,
                 Open {
@@ -113,10 +108,7 @@ impl Fs {
                 },
             );
         }
-        let fh = st.next_fh;
-        st.next_fh += 1;
-        st.handles.insert(fh, (ino, write));
-        Ok(fh)
+        Ok(st.new_handle(ino, write))
     }
 
     /// Close a handle; the last close of a file releases its lock (and
@@ -354,12 +346,7 @@ impl Inner {
         let mut o = Open {
             map,
             mode: OpenMode::Exclusive,
-            meta: OpenMeta {
-                writers: u32::from(write),
-                readers: u32::from(!write),
-                unlinked: false,
-                stream: Default::default(),
-            },
+            meta: OpenMeta::first(write),
             data: DataGuard::default(),
         };
         if !write {
@@ -370,10 +357,7 @@ impl Inner {
             }
         }
         st.open.insert(ino, o);
-        let fh = st.next_fh;
-        st.next_fh += 1;
-        st.handles.insert(fh, (ino, write));
-        Ok(fh)
+        Ok(st.new_handle(ino, write))
     }
 }
 

@@ -186,12 +186,7 @@ impl Fs {
                 return Err(e);
             }
         };
-        let meta = OpenMeta {
-            writers: 1,
-            readers: 0,
-            unlinked: false,
-            stream: Default::default(),
-        };
+        let meta = OpenMeta::first(true);
         st.open.insert(
             ino,
             Open {
@@ -201,10 +196,7 @@ impl Fs {
                 data: Default::default(),
             },
         );
-        let fh = st.next_fh;
-        st.next_fh += 1;
-        st.handles.insert(fh, (ino, true));
-        Ok(Some(fh))
+        Ok(Some(st.new_handle(ino, true)))
     }
 
     /// The inode a handle refers to.

@@ -95,6 +95,17 @@ struct OpenMeta {
     stream: readahead::ReadStream,
 }
 
+impl OpenMeta {
+    /// The counts of a file's first open here.
+    fn first(write: bool) -> OpenMeta {
+        OpenMeta {
+            writers: u32::from(write),
+            readers: u32::from(!write),
+            ..OpenMeta::default()
+        }
+    }
+}
+
 /// An open file's data guard. Device I/O done outside the `Fs` mutex
 /// (reads, overwrites of allocated blocks) holds it shared from before the
 /// mutex is dropped until the I/O is done; whatever frees, re-points or
@@ -129,6 +140,16 @@ struct State {
     /// fh -> (ino, writable)
     handles: HashMap<u64, (u64, bool)>,
     next_fh: u64,
+}
+
+impl State {
+    /// A new handle on the open file `ino`.
+    fn new_handle(&mut self, ino: u64, write: bool) -> u64 {
+        let fh = self.next_fh;
+        self.next_fh += 1;
+        self.handles.insert(fh, (ino, write));
+        fh
+    }
 }
 
 #[derive(Debug)]
