@@ -36,20 +36,6 @@ fn settle<R>(r: FsResult<R>, released: FsResult<()>) -> FsResult<R> {
     Ok(r)
 }
 
-/// Finishing the free of an inode whose last name a committed change
-/// dropped: on failure (a cluster another host keeps past D + T, a device
-/// error) the inode stays on the orphan table, where housekeeping finishes
-/// it; the name change itself stands.
-fn after_commit(ino: u64, orphaned: bool, follow: FsResult<()>) {
-    if let Err(e) = follow {
-        if orphaned {
-            tracing::warn!("inode {ino}: freeing it after its last name went: {e}; housekeeping finishes it from the orphan table");
-        } else {
-            tracing::warn!("inode {ino}: freeing it after its last name went: {e}; its space stays allocated until vmfs-fsck reclaims it");
-        }
-    }
-}
-
 fn name_str(name: &[u8]) -> String {
     String::from_utf8_lossy(name).into_owned()
 }
@@ -294,12 +280,37 @@ impl Inner {
 
     /// After the change that dropped `t`'s last link has committed: free
     /// what did not fit in it (a large file: one transaction per batch; a
-    /// crash before the last leaves the inode allocated with no links).
-    fn finish_drop(&self, st: &mut State, t: &mut Locked, gone: bool) -> FsResult<()> {
-        if !gone {
-            self.reclaim(st, &mut t.map)?;
+    /// crash before the last leaves the inode allocated with no links),
+    /// then take it off the orphan table (`orphan`; `root` is the root
+    /// directory's map if the caller holds it). The name change stands
+    /// whatever happens here: on failure (a cluster another host keeps past
+    /// D + T, a device error) an orphan stays on the table, where
+    /// housekeeping finishes it, and the error is logged, not returned.
+    fn finish_drop(
+        &self,
+        st: &mut State,
+        t: &mut Locked,
+        gone: bool,
+        orphan: bool,
+        root: Option<&mut FileMap>,
+    ) {
+        let r = (|| {
+            if !gone {
+                self.reclaim(st, &mut t.map)?;
+            }
+            if orphan && t.open.is_none() {
+                self.orphan_remove(st, root, (t.map.ino(), t.map.inode.generation))?;
+            }
+            Ok::<(), FsError>(())
+        })();
+        if let Err(e) = r {
+            let ino = t.map.ino();
+            if orphan {
+                tracing::warn!("inode {ino}: freeing it after its last name went: {e}; housekeeping finishes it from the orphan table");
+            } else {
+                tracing::warn!("inode {ino}: freeing it after its last name went: {e}; its space stays allocated until vmfs-fsck reclaims it");
+            }
         }
-        Ok(())
     }
 
     /// Remove `name` from locked `d` (a directory iff `want_dir`).
@@ -353,15 +364,8 @@ impl Inner {
                 }
             };
             self.commit(st, ch, &mut [&mut d.map, &mut t.map])?;
-            // The name is gone for good: what follows cannot fail the call.
-            let follow = self.finish_drop(st, &mut t, gone).and_then(|()| {
-                if orphan && t.open.is_none() {
-                    let root = self.root_if(&mut d.map);
-                    self.orphan_remove(st, root, (t.map.ino(), t.map.inode.generation))?;
-                }
-                Ok(())
-            });
-            after_commit(t.map.ino(), orphan, follow);
+            let root = self.root_if(&mut d.map);
+            self.finish_drop(st, &mut t, gone, orphan, root);
             Ok(())
         })();
         let rel = self.release(st, t);
@@ -594,21 +598,12 @@ impl Inner {
                 maps.push(&mut t.map);
             }
             self.commit(st, ch, &mut maps)?;
-            // The rename is done: what follows cannot fail the call.
             if let Some(t) = t.as_mut() {
-                let follow = self.finish_drop(st, t, gone).and_then(|()| {
-                    if orphan && t.open.is_none() {
-                        let root = match nd.as_mut() {
-                            Some(d) if d.map.ino() == self.ctx.vol.header.root_ino => {
-                                Some(&mut d.map)
-                            }
-                            _ => self.root_if(&mut od.map),
-                        };
-                        self.orphan_remove(st, root, (t.map.ino(), t.map.inode.generation))?;
-                    }
-                    Ok(())
-                });
-                after_commit(t.map.ino(), orphan, follow);
+                let root = match nd.as_mut() {
+                    Some(d) if d.map.ino() == self.ctx.vol.header.root_ino => Some(&mut d.map),
+                    _ => self.root_if(&mut od.map),
+                };
+                self.finish_drop(st, t, gone, orphan, root);
             }
             Ok(())
         })();
