@@ -18,7 +18,7 @@ use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::time::Instant;
 
-use fuse_util::{check_image, fuse_ready, make_image, mount_with};
+use fuse_util::{check_image, env_or, fuse_ready, make_image, mount_with};
 
 /// Largest file the run makes (crosses several 1 MiB file blocks).
 const MAX_LEN: u64 = 6 << 20;
@@ -270,13 +270,6 @@ impl Run {
         }
         self.check(0, &got);
     }
-}
-
-fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
 }
 
 #[test]

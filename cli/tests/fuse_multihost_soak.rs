@@ -26,7 +26,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use fuse_util::{check_image, fuse_or_skip, make_image, mount, timeouts, MountProc};
+use fuse_util::{check_image, env_or, fuse_or_skip, make_image, mount, timeouts, MountProc};
 use mh_soak::content::{content, Rng};
 use mh_soak::model::{pin_name, Hold, Kind, Model, CRASH_DIR, DIRS, PINS, PIN_DIR};
 use mh_soak::worker::{close, write_version, Worker};
@@ -43,13 +43,6 @@ const VICTIM_PIN: usize = 0;
 const ATTR_TIMEOUT: Duration = Duration::from_millis(1000);
 /// Added to it for scheduling delays on a loaded machine.
 const SLACK: Duration = Duration::from_millis(500);
-
-fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 #[test]
 fn three_hosts_fight_over_one_volume() {

@@ -12,6 +12,14 @@ use vmfs::cluster::Timeouts;
 use vmfs::dev::{FileDev, FileDevOptions, SharedDev};
 use vmfs::volume::{mkfs, MkfsOptions, Volume};
 
+/// `name` from the environment parsed as `T`, else `default`.
+pub fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
 /// Test timeouts: the defaults scaled by 1/30 (H = 100 ms, D = 833 ms).
 pub fn timeouts() -> Timeouts {
     Timeouts::scaled(1.0 / 30.0)

@@ -156,10 +156,10 @@ impl Worker {
         self.sh.model.lock().unwrap().note(id, &self.who(), what);
     }
 
-    /// A failure about file `id`: its history is appended.
-    /// After a wrong read: what this host and the others see now, past the
-    /// attribute timeout (tells a stale cache from damage on the volume).
-    fn look_again(&self, path: &str, id: u64, version: u64) -> String {
+    /// After a wrong read or listing: `look(root)` on every host's mount,
+    /// 1.2 s later (past the attribute timeout: tells a stale cache from
+    /// damage on the volume), one line per host.
+    fn on_every_host_later(&self, look: impl Fn(&std::path::Path) -> String) -> String {
         std::thread::sleep(Duration::from_millis(1200));
         let mut out = String::new();
         let Some(top) = self.root.parent() else {
@@ -170,6 +170,19 @@ impl Worker {
             if !root.exists() {
                 break;
             }
+            let mine = if root == self.root {
+                " (this host)"
+            } else {
+                ""
+            };
+            out.push_str(&format!("  1.2 s later on m{h}{mine}: {}\n", look(&root)));
+        }
+        out
+    }
+
+    /// After a wrong read: what each host sees of `path` now.
+    fn look_again(&self, path: &str, id: u64, version: u64) -> String {
+        self.on_every_host_later(|root| {
             let p = root.join(path);
             let seen = std::fs::metadata(&p).and_then(|md| {
                 let got = std::fs::read(&p)?;
@@ -179,30 +192,14 @@ impl Worker {
                     mismatch(&got, id, version).unwrap_or_else(|| "right".into())
                 ))
             });
-            let mine = if root == self.root {
-                " (this host)"
-            } else {
-                ""
-            };
-            out.push_str(&format!("  1.2 s later on m{h}{mine}: {seen:?}\n"));
-        }
-        out
+            format!("{seen:?}")
+        })
     }
 
-    /// After a wrong listing: whether each host lists `name` in `dir` now,
-    /// past the attribute timeout.
+    /// After a wrong listing: whether each host lists `name` in `dir` now.
     fn list_again(&self, dir: &str, name: &str) -> String {
-        std::thread::sleep(Duration::from_millis(1200));
-        let mut out = String::new();
-        let Some(top) = self.root.parent() else {
-            return out;
-        };
         let base = name.rsplit('/').next().unwrap_or(name);
-        for h in 0..16 {
-            let root = top.join(format!("m{h}"));
-            if !root.exists() {
-                break;
-            }
+        self.on_every_host_later(|root| {
             let listed = std::fs::read_dir(root.join(dir)).map(|rd| {
                 rd.flatten()
                     .filter(|e| e.file_name().to_string_lossy() == base)
@@ -210,18 +207,11 @@ impl Worker {
                     .collect::<Vec<_>>()
             });
             let st = std::fs::symlink_metadata(root.join(name)).map(|md| md.ino());
-            let mine = if root == self.root {
-                " (this host)"
-            } else {
-                ""
-            };
-            out.push_str(&format!(
-                "  1.2 s later on m{h}{mine}: listed with inode {listed:?}, lookup {st:?}\n"
-            ));
-        }
-        out
+            format!("listed with inode {listed:?}, lookup {st:?}")
+        })
     }
 
+    /// A failure about file `id`: its history is appended.
     fn fail_file(&self, op: &str, path: &str, id: u64, what: String) {
         let h = self.sh.model.lock().unwrap().history(id);
         self.fail(op, path, format!("{what}\nhistory of file {id}:\n{h}"));
@@ -271,6 +261,19 @@ impl Worker {
     }
 
     /// Claims (all or none) the names of `paths`; returns the claim list.
+    /// Pick a name nobody has claimed that `pred` accepts (given the
+    /// model, the path and its name) and claim it; `None` if there is none
+    /// or the claim fails.
+    fn pick_and_claim(
+        &mut self,
+        m: &mut Model,
+        pred: impl Fn(&Model, &str, &Name) -> bool,
+    ) -> Option<(String, Vec<String>)> {
+        let path = pick(&mut self.rng, m, |p, n| !n.claimed && pred(m, p, n))?;
+        let claims = self.claim(m, &[&path])?;
+        Some((path, claims))
+    }
+
     fn claim(&self, m: &mut Model, paths: &[&str]) -> Option<Vec<String>> {
         let mut c: Vec<String> = paths.iter().flat_map(|p| Model::claim_set(p)).collect();
         c.sort();
@@ -315,16 +318,9 @@ impl Worker {
     fn create(&mut self) {
         let sh = self.sh.clone();
         let mut m = sh.model.lock().unwrap();
-        let Some(path) = pick(&mut self.rng, &m, |p, n| {
-            is_churn_file(p)
-                && n.kind.is_none()
-                && !n.claimed
-                && m.kind(parent(p)) == Some(Kind::Dir)
+        let Some((path, claims)) = self.pick_and_claim(&mut m, |m, p, n| {
+            is_churn_file(p) && n.kind.is_none() && m.kind(parent(p)) == Some(Kind::Dir)
         }) else {
-            drop(m);
-            return self.idle();
-        };
-        let Some(claims) = self.claim(&mut m, &[&path]) else {
             drop(m);
             return self.idle();
         };
@@ -366,13 +362,9 @@ impl Worker {
     fn rewrite(&mut self) {
         let sh = self.sh.clone();
         let mut m = sh.model.lock().unwrap();
-        let Some(path) = pick(&mut self.rng, &m, |p, n| {
-            is_churn_file(p) && matches!(n.kind, Some(Kind::File(_))) && !n.claimed
+        let Some((path, claims)) = self.pick_and_claim(&mut m, |_, p, n| {
+            is_churn_file(p) && matches!(n.kind, Some(Kind::File(_)))
         }) else {
-            drop(m);
-            return self.idle();
-        };
-        let Some(claims) = self.claim(&mut m, &[&path]) else {
             drop(m);
             return self.idle();
         };
@@ -616,13 +608,9 @@ impl Worker {
     fn unlink(&mut self) {
         let sh = self.sh.clone();
         let mut m = sh.model.lock().unwrap();
-        let Some(path) = pick(&mut self.rng, &m, |p, n| {
-            is_churn_file(p) && matches!(n.kind, Some(Kind::File(_))) && !n.claimed
+        let Some((path, claims)) = self.pick_and_claim(&mut m, |_, p, n| {
+            is_churn_file(p) && matches!(n.kind, Some(Kind::File(_)))
         }) else {
-            drop(m);
-            return self.idle();
-        };
-        let Some(claims) = self.claim(&mut m, &[&path]) else {
             drop(m);
             return self.idle();
         };
@@ -645,13 +633,9 @@ impl Worker {
     fn mkdir(&mut self) {
         let sh = self.sh.clone();
         let mut m = sh.model.lock().unwrap();
-        let Some(path) = pick(&mut self.rng, &m, |p, n| {
-            Model::is_subdir(p) && n.kind.is_none() && !n.claimed
-        }) else {
-            drop(m);
-            return self.idle();
-        };
-        let Some(claims) = self.claim(&mut m, &[&path]) else {
+        let Some((path, claims)) =
+            self.pick_and_claim(&mut m, |_, p, n| Model::is_subdir(p) && n.kind.is_none())
+        else {
             drop(m);
             return self.idle();
         };
@@ -668,13 +652,9 @@ impl Worker {
     fn rmdir(&mut self) {
         let sh = self.sh.clone();
         let mut m = sh.model.lock().unwrap();
-        let Some(path) = pick(&mut self.rng, &m, |p, n| {
-            Model::is_subdir(p) && n.kind.is_some() && !n.claimed
-        }) else {
-            drop(m);
-            return self.idle();
-        };
-        let Some(claims) = self.claim(&mut m, &[&path]) else {
+        let Some((path, claims)) =
+            self.pick_and_claim(&mut m, |_, p, n| Model::is_subdir(p) && n.kind.is_some())
+        else {
             drop(m);
             return self.idle();
         };
