@@ -68,7 +68,8 @@ pub(super) fn stop(fs: Fs) {
     h.leave().unwrap();
 }
 
-fn pattern(seed: u64, len: usize) -> Vec<u8> {
+/// Deterministic test bytes (xorshift from `seed`).
+pub(super) fn pattern(seed: u64, len: usize) -> Vec<u8> {
     let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
     (0..len)
         .map(|_| {

@@ -1,25 +1,13 @@
 //! Small files in small blocks: allocation, promotion to file blocks,
 //! holes, punching, truncation, unlink and a full small-block region.
 
-use super::tests::{stop, Rig};
+use super::tests::{pattern, stop, Rig};
 use super::*;
 use crate::format::inode::FLAG_SMALL_BLOCKS;
 use crate::volume::Volume;
 
 const SB: u64 = 64 << 10;
 const FB: u64 = 1 << 20;
-
-fn pattern(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
 
 fn space(r: &Rig) -> crate::volume::SpaceReport {
     Volume::open(r.dev.clone()).unwrap().space().unwrap()
