@@ -174,7 +174,11 @@ impl CowdExtent {
                 ));
             }
         }
-        let next_free = file_sectors.max(header.free_sector as u64).max(data_start);
+        // New grains go at the end of the file. The header's freeSector is
+        // not trusted past that end: it is written after the grain it
+        // accounts for, so a larger value is damage, and following it would
+        // leave a hole of up to 2 TiB in the delta file.
+        let next_free = file_sectors.max(data_start);
         Ok(CowdExtent {
             name: name.to_string(),
             io,

@@ -134,6 +134,30 @@ fn create_refuses_what_cowd_cannot_hold() {
     assert!(CowdExtent::create("x", Box::new(m), 100, 4096, None).is_err());
 }
 
+#[test]
+fn a_free_sector_past_the_end_of_the_file_is_not_followed() {
+    let (m, c) = new_extent(4096, 1);
+    drop(c);
+    let mut bytes = m.contents();
+    let before = bytes.len() as u64;
+    // freeSector (offset 28) pointing 2 TiB in, as a damaged header might.
+    bytes[28..32].copy_from_slice(&0xFFFF_FFF0u32.to_le_bytes());
+    let d = Arc::new(MemExtent::new());
+    d.write_at(&bytes, 0).unwrap();
+    let mut c = reopen(&d).unwrap();
+    c.allocate_grain(7, &[3u8; 512]).unwrap();
+    let after = d.contents().len() as u64;
+    // One grain table and one grain appended at the old end, nothing more.
+    assert!(
+        after <= before + (GT_SECTORS + 1) * 512,
+        "{before} -> {after}"
+    );
+    let c = reopen(&d).unwrap();
+    let mut b = [0u8; 4];
+    assert!(c.read_in_grain(7, 0, &mut b).unwrap());
+    assert_eq!(b, [3u8; 4]);
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(128))]
 
