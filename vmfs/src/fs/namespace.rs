@@ -284,32 +284,43 @@ impl Inner {
     /// then take it off the orphan table (`orphan`; `root` is the root
     /// directory's map if the caller holds it). The name change stands
     /// whatever happens here: on failure (a cluster another host keeps past
-    /// D + T, a device error) an orphan stays on the table, where
-    /// housekeeping finishes it, and the error is logged, not returned.
+    /// D + T, a device error) the inode stays on the orphan table — or, if
+    /// it was not on it (a file small enough to free with its name whose
+    /// free still did not fit), is put there now — where housekeeping
+    /// finishes it; the error is logged, not returned.
     fn finish_drop(
         &self,
         st: &mut State,
         t: &mut Locked,
         gone: bool,
         orphan: bool,
-        root: Option<&mut FileMap>,
+        mut root: Option<&mut FileMap>,
     ) {
         let r = (|| {
             if !gone {
                 self.reclaim(st, &mut t.map)?;
             }
             if orphan && t.open.is_none() {
-                self.orphan_remove(st, root, (t.map.ino(), t.map.inode.generation))?;
+                self.orphan_remove(
+                    st,
+                    root.as_deref_mut(),
+                    (t.map.ino(), t.map.inode.generation),
+                )?;
             }
             Ok::<(), FsError>(())
         })();
-        if let Err(e) = r {
-            let ino = t.map.ino();
-            if orphan {
-                tracing::warn!("inode {ino}: freeing it after its last name went: {e}; housekeeping finishes it from the orphan table");
-            } else {
-                tracing::warn!("inode {ino}: freeing it after its last name went: {e}; its space stays allocated until vmfs-fsck reclaims it");
-            }
+        let Err(e) = r else { return };
+        let ino = t.map.ino();
+        if orphan {
+            tracing::warn!("inode {ino}: freeing it after its last name went: {e}; housekeeping finishes it from the orphan table");
+            return;
+        }
+        // The reclaim failed part way: what it freed is committed, the
+        // inode (no links) keeps the rest. The orphan table makes that
+        // reachable again; without it only vmfs-fsck would find it.
+        match t.map.reload(&self.ctx).and_then(|()| self.orphan_add(st, root, &t.map)) {
+            Ok(()) => tracing::warn!("inode {ino}: freeing it after its last name went: {e}; put on the orphan table, housekeeping finishes it"),
+            Err(e2) => tracing::warn!("inode {ino}: freeing it after its last name went: {e}; putting it on the orphan table failed too ({e2}): its space stays allocated until vmfs-fsck reclaims it"),
         }
     }
 

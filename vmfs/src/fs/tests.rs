@@ -131,6 +131,66 @@ fn write_read_round_trips_sparse_and_unaligned() {
     r.check();
 }
 
+/// A file of few blocks whose free still does not fit the unlink's
+/// transaction (each block under its own pointer block, a small journal),
+/// and whose reclaim after the unlink fails on a device error: the inode
+/// goes on the orphan table, and the next mount frees it — no leak left
+/// for vmfs-fsck.
+#[test]
+fn a_failed_reclaim_after_unlink_is_finished_from_the_orphan_table() {
+    use crate::dev::BlockDev;
+    use crate::dev::{FaultDev, FaultOps};
+    use crate::format::inode::DIRECT;
+    use crate::format::pointer::entries_per_block;
+    use crate::format::{BlockAddr, PointerBlock, ResourceKind};
+    let r = Rig::new(256 << 20, None);
+    let fdev = Arc::new(FaultDev::new(r.dev.clone(), 7));
+    let host = Host::join(
+        Volume::open(fdev.clone() as SharedDev).unwrap(),
+        HostConfig::new("a"),
+    )
+    .unwrap();
+    host.start();
+    let fs = Fs::mount(host).unwrap();
+    let h = fs.inner.ctx.vol.header.clone();
+    let ptr_size = h.region(ResourceKind::PointerBlock).resource_size;
+    let entries = entries_per_block(ptr_size);
+    let fbs = u64::from(h.file_block_size);
+    // Enough pointer blocks that their images pass a quarter of the journal.
+    let n = (h.journal_size / 4 / u64::from(ptr_size)) as usize + 4;
+    assert!(n < FREE_BATCH, "{n} blocks must not need free batches");
+    let a = fs.create(fs.root(), b"sparse", 0o644, 0, 0).unwrap();
+    let fh = fs.open(a.ino, true).unwrap();
+    for k in 0..n as u64 {
+        let block = DIRECT as u64 + entries + k * entries;
+        fs.write(fh, block * fbs, b"x").unwrap();
+    }
+    fs.close(fh).unwrap();
+    // The last pointer block under the double-indirect one: the unlink's
+    // own batch stops before it, the reclaim after it reads it.
+    let inode = fs.inner.ctx.read_inode(a.ino).unwrap();
+    let ptr_addr = |raw: u64| {
+        let b = BlockAddr::decode(raw).unwrap().unwrap();
+        fs.inner.ctx.vol.resource_addr(b.kind, b.index)
+    };
+    let l2_addr = ptr_addr(inode.double);
+    let mut buf = vec![0u8; ptr_size as usize];
+    fdev.read_at(&mut buf, l2_addr).unwrap();
+    let l2 = PointerBlock::decode(&buf, l2_addr).unwrap();
+    let last = ptr_addr(*l2.entries.iter().rev().find(|&&e| e != 0).unwrap());
+    fdev.fail_range(last..last + u64::from(ptr_size), FaultOps::READS);
+    // The name goes whatever the free does.
+    fs.unlink(fs.root(), b"sparse").unwrap();
+    assert!(fs.lookup(fs.root(), b"sparse").is_err());
+    fdev.clear_faults();
+    stop(fs);
+    // The next mount finishes the free from the orphan table.
+    let fs = r.fs("a");
+    stop(fs);
+    let rep = r.check();
+    assert_eq!((rep.data_blocks, rep.pointer_blocks), (3, 0));
+}
+
 #[test]
 fn a_62_tib_sparse_file() {
     let r = Rig::new(256 << 20, None);
