@@ -12,6 +12,7 @@
 mod alloc;
 mod bmap;
 mod change;
+mod change_wait;
 pub mod check;
 mod data;
 pub mod dir;

@@ -117,7 +117,7 @@ impl Inner {
     }
 
     /// The entry `name` of directory `parent` ([`Inner::read_dir`]).
-    fn lookup_entry<'a>(
+    pub(super) fn lookup_entry<'a>(
         &'a self,
         st: MutexGuard<'a, State>,
         parent: u64,
@@ -707,7 +707,7 @@ impl Fs {
         gid: u32,
     ) -> FsResult<Attr> {
         check_name(name)?;
-        let mut st = lock_st(&self.inner.st);
+        let mut st = self.inner.lock_for_change(&[parent])?;
         self.inner.in_dir(&mut st, parent, |i, st, d| {
             i.make(
                 st,
@@ -734,7 +734,7 @@ impl Fs {
         write: bool,
     ) -> FsResult<(Attr, u64)> {
         check_name(name)?;
-        let mut st = lock_st(&self.inner.st);
+        let mut st = self.inner.lock_for_change(&[parent])?;
         let (attr, map) = self.inner.in_dir(&mut st, parent, |i, st, d| {
             i.make_kept(
                 st,
@@ -754,7 +754,7 @@ impl Fs {
     /// Create a directory.
     pub fn mkdir(&self, parent: u64, name: &[u8], mode: u32, uid: u32, gid: u32) -> FsResult<Attr> {
         check_name(name)?;
-        let mut st = lock_st(&self.inner.st);
+        let mut st = self.inner.lock_for_change(&[parent])?;
         self.inner.in_dir(&mut st, parent, |i, st, d| {
             i.make(
                 st,
@@ -780,7 +780,7 @@ impl Fs {
         if target.is_empty() || target.len() > SYMLINK_MAX {
             return Err(FsError::NameTooLong(target.len()));
         }
-        let mut st = lock_st(&self.inner.st);
+        let mut st = self.inner.lock_for_change(&[parent])?;
         self.inner.in_dir(&mut st, parent, |i, st, d| {
             i.make(st, d, name, libc::S_IFLNK | 0o777, (uid, gid), Some(target))
         })
@@ -809,7 +809,7 @@ impl Fs {
     /// Remove a non-directory name.
     pub fn unlink(&self, parent: u64, name: &[u8]) -> FsResult<()> {
         check_name(name)?;
-        let mut st = lock_st(&self.inner.st);
+        let mut st = self.inner.lock_for_removal(parent, name)?;
         self.inner
             .in_dir(&mut st, parent, |i, st, d| i.remove(st, d, name, false))
     }
@@ -817,7 +817,7 @@ impl Fs {
     /// Remove an empty directory.
     pub fn rmdir(&self, parent: u64, name: &[u8]) -> FsResult<()> {
         check_name(name)?;
-        let mut st = lock_st(&self.inner.st);
+        let mut st = self.inner.lock_for_removal(parent, name)?;
         self.inner
             .in_dir(&mut st, parent, |i, st, d| i.remove(st, d, name, true))
     }
@@ -825,7 +825,7 @@ impl Fs {
     /// Give `ino` another name.
     pub fn link(&self, ino: u64, parent: u64, name: &[u8]) -> FsResult<Attr> {
         check_name(name)?;
-        let mut st = lock_st(&self.inner.st);
+        let mut st = self.inner.lock_for_change(&[parent])?;
         self.inner.in_dir(&mut st, parent, |i, st, d| {
             if dir::lookup(&mut d.map, &i.ctx, None, name)?.is_some() {
                 return Err(FsError::Exists(name_str(name)));
@@ -884,7 +884,7 @@ impl Fs {
     ) -> FsResult<()> {
         check_name(name)?;
         check_name(new_name)?;
-        let mut st = lock_st(&self.inner.st);
+        let mut st = self.inner.lock_for_change(&[parent, new_parent])?;
         self.inner
             .rename(&mut st, parent, name, new_parent, new_name)
     }

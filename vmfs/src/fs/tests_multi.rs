@@ -316,3 +316,67 @@ fn create_and_open_leaves_no_window_for_another_host() {
     stop(b);
     r.check();
 }
+
+/// A change waiting for a directory another host holds does so without
+/// the filesystem mutex: this host's getattr and reads of other files go
+/// on meanwhile, and the change is made once the other host lets go. The
+/// same for an unlink waiting for a file open on another host (EBUSY at
+/// D + T, as before, but nothing else stalls).
+#[test]
+fn a_change_waiting_for_another_hosts_lock_does_not_stall_this_host() {
+    use crate::format::LockMode;
+    use std::time::{Duration, Instant};
+    let r = Rig::new(256 << 20, None);
+    let (a, b) = (r.fs("a"), r.fs("b"));
+    let root = a.root();
+    let d = a.mkdir(root, b"busy", 0o755, 0, 0).unwrap();
+    let f = a.create(root, b"other", 0o644, 0, 0).unwrap();
+    let fh = a.open(f.ino, true).unwrap();
+    a.write(fh, 0, b"still served").unwrap();
+    let v = b.create(root, b"victim", 0o644, 0, 0).unwrap();
+    let vh = b.open(v.ino, true).unwrap();
+    // Host B holds the directory, as a change of its own there would.
+    let addr = b.inner.ctx.lock_addr(d.ino);
+    let hold = Duration::from_millis(800);
+    let lock = b
+        .host()
+        .lock(addr, d.ino, LockMode::Exclusive, Duration::from_secs(5))
+        .unwrap();
+    // Prompt: well under B's hold and A's wait, with room for a loaded machine.
+    let prompt = Duration::from_millis(300);
+    std::thread::scope(|s| {
+        let create = s.spawn(|| {
+            let t = Instant::now();
+            let r = a.create(d.ino, b"new", 0o644, 0, 0);
+            (r, t.elapsed())
+        });
+        let unlink = s.spawn(|| {
+            let t = Instant::now();
+            let r = a.unlink(root, b"victim");
+            (r, t.elapsed())
+        });
+        std::thread::sleep(Duration::from_millis(100));
+        for _ in 0..5 {
+            let t = Instant::now();
+            assert_eq!(a.getattr(f.ino).unwrap().size, 12);
+            assert_eq!(a.read(fh, 0, 12).unwrap(), b"still served");
+            assert!(t.elapsed() < prompt, "stalled {:?}", t.elapsed());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        std::thread::sleep(hold.saturating_sub(Duration::from_millis(600)));
+        b.host().unlock(addr).unwrap();
+        drop(lock);
+        let (r, took) = create.join().unwrap();
+        r.unwrap();
+        assert!(took >= hold / 2, "the create waited for B: {took:?}");
+        let (r, _) = unlink.join().unwrap();
+        assert_eq!(r.unwrap_err().errno(), libc::EBUSY, "B has the victim open");
+    });
+    assert!(a.lookup(d.ino, b"new").is_ok());
+    b.close(vh).unwrap();
+    a.unlink(root, b"victim").unwrap();
+    a.close(fh).unwrap();
+    stop(a);
+    stop(b);
+    r.check();
+}
