@@ -338,8 +338,7 @@ fn a_change_waiting_for_another_hosts_lock_does_not_stall_this_host() {
     // Host B holds the directory, as a change of its own there would.
     let addr = b.inner.ctx.lock_addr(d.ino);
     let hold = Duration::from_millis(800);
-    let lock = b
-        .host()
+    b.host()
         .lock(addr, d.ino, LockMode::Exclusive, Duration::from_secs(5))
         .unwrap();
     // Prompt: well under B's hold and A's wait, with room for a loaded machine.
@@ -365,7 +364,6 @@ fn a_change_waiting_for_another_hosts_lock_does_not_stall_this_host() {
         }
         std::thread::sleep(hold.saturating_sub(Duration::from_millis(600)));
         b.host().unlock(addr).unwrap();
-        drop(lock);
         let (r, took) = create.join().unwrap();
         r.unwrap();
         assert!(took >= hold / 2, "the create waited for B: {took:?}");
