@@ -28,7 +28,21 @@ pub struct FioResult {
 
 /// Run `job` against `file` (created by fio if absent) and parse the result.
 pub fn run(fio: &Path, file: &Path, job: &FioJob) -> Result<FioResult, String> {
-    let out = Command::new(fio)
+    run_pinned(fio, file, job, None)
+}
+
+/// [`run`] with fio's threads kept to `cpus` (`--cpus_allowed`), if given.
+pub fn run_pinned(
+    fio: &Path,
+    file: &Path,
+    job: &FioJob,
+    cpus: Option<&str>,
+) -> Result<FioResult, String> {
+    let mut cmd = Command::new(fio);
+    if let Some(c) = cpus {
+        cmd.arg(format!("--cpus_allowed={c}"));
+    }
+    let out = cmd
         .arg("--name=bench")
         .arg(format!("--filename={}", file.display()))
         .arg(format!("--rw={}", job.rw))

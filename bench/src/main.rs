@@ -6,6 +6,7 @@ mod fio;
 mod ganesha;
 mod harness;
 mod mounts;
+mod placement;
 mod stats;
 mod suites;
 mod tools;

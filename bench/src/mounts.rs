@@ -101,6 +101,11 @@ impl VmfsMount {
             image: image.to_path_buf(),
         })
     }
+
+    /// The `vmfs mount` process serving the mount.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
 }
 
 impl Drop for VmfsMount {

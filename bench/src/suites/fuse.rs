@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use crate::fio::{self, FioJob};
 use crate::harness::{run_case, Better, Case, Row, Subject};
 use crate::mounts::{drop_caches, Bindfs, VmfsMount};
+use crate::placement::{self, Placement};
 use crate::{tools, Config};
 
 pub const VMFS: &str = "vmfs mount";
@@ -46,6 +47,15 @@ impl Places {
         })
     }
 
+    /// The FUSE server behind subject `name` (none for the plain directory).
+    pub fn server_pid(&self, name: &str) -> Option<u32> {
+        match name {
+            VMFS => Some(self.vmfs.pid()),
+            BINDFS => placement::find_server("bindfs", &self.bindfs.dir),
+            _ => None,
+        }
+    }
+
     /// (subject name, directory) in a fixed order.
     pub fn dirs(&self) -> [(&'static str, PathBuf); 3] {
         [
@@ -71,13 +81,24 @@ pub fn run(cfg: &Config) -> Result<Vec<Row>, String> {
         ("1M seq read", "read", "1M", "MiB/s", NATIVE),
     ];
     let mut rows = Vec::new();
-    for (case_name, rw, bs, unit, baseline) in workloads {
+    // The 4k QD1 cases are ruled by the wakeups between fio and the server
+    // (placement.rs): measured free and pinned both ways.
+    let runs = workloads.into_iter().flat_map(|w| {
+        let placements = if w.1.starts_with("rand") {
+            Placement::all()
+        } else {
+            vec![Placement::Free]
+        };
+        placements.into_iter().map(move |p| (w, p))
+    });
+    for ((case_name, rw, bs, unit, baseline), at) in runs {
         let subjects = places
             .dirs()
             .into_iter()
             .map(|(name, dir)| {
                 let fio_bin = fio_bin.clone();
                 let file = dir.join("bench.dat");
+                let server = places.server_pid(name);
                 let job = FioJob {
                     rw,
                     block_size: bs,
@@ -92,8 +113,11 @@ pub fn run(cfg: &Config) -> Result<Vec<Row>, String> {
                 Subject {
                     name: name.into(),
                     run: Box::new(move || {
+                        if let Some(pid) = server {
+                            at.pin_server(pid)?;
+                        }
                         drop_caches();
-                        let r = fio::run(&fio_bin, &file, &job)?;
+                        let r = fio::run_pinned(&fio_bin, &file, &job, at.fio_cpus())?;
                         Ok(if unit == "IOPS" { r.iops } else { r.mib_per_s })
                     }),
                 }
@@ -102,7 +126,7 @@ pub fn run(cfg: &Config) -> Result<Vec<Row>, String> {
         rows.extend(run_case(
             Case {
                 suite: "fuse",
-                name: case_name.to_string(),
+                name: format!("{case_name}{}", at.label()),
                 unit,
                 better: Better::Higher,
                 baseline: baseline.into(),
@@ -110,6 +134,14 @@ pub fn run(cfg: &Config) -> Result<Vec<Row>, String> {
             },
             cfg.repeats,
         ));
+    }
+    // Leave the servers free for whatever runs next.
+    for (name, _) in places.dirs() {
+        if let Some(pid) = places.server_pid(name) {
+            if let Err(e) = Placement::Free.pin_server(pid) {
+                eprintln!("bench: {e}");
+            }
+        }
     }
     for (_, dir) in places.dirs() {
         let _ = std::fs::remove_file(dir.join("bench.dat"));
