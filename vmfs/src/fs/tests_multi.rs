@@ -342,7 +342,8 @@ fn a_change_waiting_for_another_hosts_lock_does_not_stall_this_host() {
         .lock(addr, d.ino, LockMode::Exclusive, Duration::from_secs(5))
         .unwrap();
     // Prompt: well under B's hold and A's wait, with room for a loaded machine.
-    let prompt = Duration::from_millis(300);
+    let prompt = Duration::from_millis(500);
+    let t0 = Instant::now();
     std::thread::scope(|s| {
         let create = s.spawn(|| {
             let t = Instant::now();
@@ -355,14 +356,15 @@ fn a_change_waiting_for_another_hosts_lock_does_not_stall_this_host() {
             (r, t.elapsed())
         });
         std::thread::sleep(Duration::from_millis(100));
-        for _ in 0..5 {
+        for _ in 0..3 {
             let t = Instant::now();
             assert_eq!(a.getattr(f.ino).unwrap().size, 12);
             assert_eq!(a.read(fh, 0, 12).unwrap(), b"still served");
             assert!(t.elapsed() < prompt, "stalled {:?}", t.elapsed());
             std::thread::sleep(Duration::from_millis(100));
         }
-        std::thread::sleep(hold.saturating_sub(Duration::from_millis(600)));
+        // B lets go at `hold`, well inside A's wait (D + T).
+        std::thread::sleep(hold.saturating_sub(t0.elapsed()));
         b.host().unlock(addr).unwrap();
         let (r, took) = create.join().unwrap();
         r.unwrap();
