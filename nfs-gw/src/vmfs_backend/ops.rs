@@ -452,10 +452,12 @@ impl Backend for VmfsBackend {
         let mut entries = Vec::with_capacity(items.len());
         for it in items {
             let extra = if plus {
-                // An entry removed since it was listed gets no attributes.
-                settled(|| self.fs.getattr(it.ino))
+                // An entry removed since it was listed gets no attributes,
+                // nor one whose number another host reused meanwhile (the
+                // handle would name another file under this name).
+                settled(|| self.fs.entry_attr(&it))
                     .ok()
-                    .filter(|a| a.nlink > 0)
+                    .flatten()
                     .map(|a| (id_of(&a), self.nfs_attr(&a)))
             } else {
                 None

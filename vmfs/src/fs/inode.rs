@@ -214,4 +214,17 @@ impl Attr {
     pub fn is_dir(&self) -> bool {
         is_dir(self.mode)
     }
+
+    /// File type as a directory entry records it: `(st_mode & S_IFMT) >> 12`.
+    pub fn dtype(&self) -> u8 {
+        (file_type(self.mode) >> 12) as u8
+    }
+
+    /// Is this the inode a directory entry of type `dtype` can name? An
+    /// entry read without the directory's lock, and the inode read after
+    /// it, may come from different moments: another host may have removed
+    /// the name and reused the number meanwhile (for a directory, say).
+    pub fn matches_entry(&self, dtype: u8) -> bool {
+        self.nlink > 0 && self.dtype() == dtype
+    }
 }

@@ -353,6 +353,18 @@ impl Fs {
         self.inner.getattr(&st, ino)
     }
 
+    /// Attributes of the inode a listed entry names ([`DirItem`]), or
+    /// `None` when it is gone or no longer that entry's inode: another host
+    /// removed the name since the listing, and maybe reused the number for
+    /// a file of another type ([`Attr::matches_entry`]).
+    pub fn entry_attr(&self, item: &DirItem) -> FsResult<Option<Attr>> {
+        match self.getattr(item.ino) {
+            Ok(a) => Ok(Some(a).filter(|a| a.matches_entry(item.dtype))),
+            Err(FsError::NotFound(_) | FsError::Stale(_)) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Change attributes (a size change truncates or extends).
     pub fn setattr(&self, ino: u64, sa: &SetAttr) -> FsResult<Attr> {
         let mut st = lock_st(&self.inner.st);

@@ -128,6 +128,47 @@ impl Inner {
         (st, r)
     }
 
+    /// The attributes of the inode `parent`'s entry `name` names. The entry
+    /// is read without the directory's lock and the inode after it, so
+    /// another host may remove the name and reuse the number in between:
+    /// an inode that no longer fits the entry (other file type, no links)
+    /// sends the lookup back to the directory, which by then no longer
+    /// holds the old entry. One that still does not fit after
+    /// `lock_wait` is damage.
+    fn lookup_checked<'a>(
+        &'a self,
+        mut st: MutexGuard<'a, State>,
+        parent: u64,
+        name: &[u8],
+    ) -> FsResult<Attr> {
+        let start = std::time::Instant::now();
+        loop {
+            let (back, e) = self.lookup_entry(st, parent, name);
+            st = back;
+            let e = e?;
+            let a = self.getattr(&st, e.ino)?;
+            if a.matches_entry(e.dtype) {
+                return Ok(a);
+            }
+            if start.elapsed() > self.lock_wait {
+                return Err(FsError::Corrupt {
+                    ino: parent,
+                    why: format!(
+                        "entry '{}' names inode {} as type {}, the inode is type {} with {} links",
+                        name_str(name),
+                        e.ino,
+                        e.dtype,
+                        a.dtype(),
+                        a.nlink
+                    ),
+                });
+            }
+            drop(st);
+            std::thread::sleep(Duration::from_millis(2));
+            st = lock_st(&self.st);
+        }
+    }
+
     /// Run a directory change: lock `parent`, run `f`, release.
     fn in_dir<R>(
         &self,
@@ -648,8 +689,7 @@ impl Fs {
                 if name.len() > super::NAME_MAX {
                     return Err(FsError::NameTooLong(name.len()));
                 }
-                let (st, e) = inner.lookup_entry(st, parent, name);
-                return inner.getattr(&st, e?.ino);
+                return inner.lookup_checked(st, parent, name);
             }
         };
         inner.getattr(&st, ino)

@@ -314,6 +314,58 @@ fn statfs_follows_allocation_punch_and_lazy_zeroing() {
     stop(fs);
 }
 
+/// A listing read before another change removed a file and reused its
+/// number for a directory: the old entry gets no attributes (FUSE
+/// READDIRPLUS and NFS would otherwise file the directory under the
+/// file's name; a soak run saw a write-open of a file fail EISDIR).
+#[test]
+fn a_listed_entry_whose_number_was_reused_gets_no_attributes() {
+    let r = Rig::new(256 << 20, None);
+    let fs = r.fs("a");
+    let root = fs.root();
+    let d = fs.mkdir(root, b"d", 0o755, 0, 0).unwrap();
+    let f = fs.create(d.ino, b"f0", 0o644, 0, 0).unwrap();
+    let listed = fs.readdir(d.ino, 0, 16).unwrap();
+    let item = listed.iter().find(|it| it.name == b"f0").unwrap().clone();
+    assert_eq!(fs.entry_attr(&item).unwrap().unwrap().ino, f.ino);
+    fs.unlink(d.ino, b"f0").unwrap();
+    assert!(fs.entry_attr(&item).unwrap().is_none(), "a freed inode");
+    let s = fs.mkdir(d.ino, b"s0", 0o755, 0, 0).unwrap();
+    assert_eq!(s.ino, f.ino, "the test needs the number reused");
+    assert!(fs.getattr(item.ino).unwrap().is_dir());
+    assert!(fs.entry_attr(&item).unwrap().is_none(), "a reused number");
+    for it in fs.readdir(d.ino, 0, 16).unwrap() {
+        assert!(fs.entry_attr(&it).unwrap().is_some(), "{it:?}");
+    }
+    stop(fs);
+    r.check();
+}
+
+/// An entry that names an inode of another type for good (damage, not a
+/// race) is reported as corrupt by lookup, naming the entry; it is never
+/// answered with the other inode's attributes.
+#[test]
+fn a_lookup_whose_entry_and_inode_disagree_for_good_is_corrupt() {
+    let r = Rig::new(256 << 20, None);
+    let fs = r.fs("a");
+    let root = fs.root();
+    let f = fs.create(root, b"f", 0o644, 0, 0).unwrap();
+    stop(fs);
+    let vol = Volume::open(r.dev.clone()).unwrap();
+    let addr = vol.inode_addr(f.ino) + crate::format::SECTOR as u64;
+    let mut inode = offline::read_inode(&vol, f.ino).unwrap();
+    inode.mode = libc::S_IFDIR | 0o755;
+    inode.flags = 0;
+    r.dev.write_at(&inode.encode(), addr).unwrap();
+    let fs = r.fs("a");
+    let e = fs.lookup(root, b"f").unwrap_err();
+    assert!(
+        matches!(&e, FsError::Corrupt { ino, why } if *ino == root && why.contains("'f'")),
+        "{e:?}"
+    );
+    stop(fs);
+}
+
 #[test]
 fn namespace_operations() {
     let r = Rig::new(256 << 20, None);

@@ -431,8 +431,9 @@ impl Filesystem for Served {
         self.slow(move |f| {
             let r = f.list(ino.0, offset, |it| {
                 // An entry removed by another host since the listing is left
-                // out.
-                let Ok(a) = f.fs.getattr(it.ino) else {
+                // out, and so is one whose number it reused meanwhile: the
+                // kernel would file the new inode under the old name.
+                let Ok(Some(a)) = f.fs.entry_attr(it) else {
                     return false;
                 };
                 let full = reply.add(
