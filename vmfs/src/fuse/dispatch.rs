@@ -75,6 +75,7 @@ const MAX_IO: u32 = 1 << 20;
 
 /// A READ done on a thread that may wait.
 fn read_into_reply(f: &VmfsFuse, fh: u64, off: u64, size: u32, reply: ReplyData) {
+    f.read_counts.count_handed();
     READ_BUF.with_borrow_mut(|buf| match f.do_read(fh, off, size, buf) {
         Ok(n) => reply.data(&buf[..n]),
         Err(e) => reply.error(e),
@@ -143,8 +144,9 @@ impl Filesystem for Served {
         // Requests still running finish first (their replies go nowhere).
         self.workers.shut_down();
         tracing::info!(
-            "fuse: session ended ({} nodes still referenced by the kernel)",
-            self.fuse.nodes.len()
+            "fuse: session ended ({} nodes still referenced by the kernel; {})",
+            self.fuse.nodes.len(),
+            self.fuse.read_counts
         );
         if let Some(tx) = self
             .fuse
@@ -316,18 +318,25 @@ impl Filesystem for Served {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        // Each thread reuses one buffer: no allocation or zeroing of up to
-        // 1 MiB per read (the reply is copied out before return).
-        let waits = READ_BUF.with_borrow_mut(|buf| {
-            match self.fuse.do_read_now(fh.0, offset, size, buf) {
-                Ok(Some(n)) => reply.data(&buf[..n]),
-                Ok(None) => return Some(reply),
-                Err(e) => reply.error(e),
-            }
-            None
+        // Answered here from the image's page cache if it holds the bytes:
+        // straight from its mapping when it is one device extent (the
+        // kernel copies the mapped page cache into /dev/fuse), else copied
+        // into this thread's reused buffer (no allocation or zeroing of up
+        // to 1 MiB per read). Either way the reply is written before the
+        // file's data guard is let go.
+        let mut reply = Some(reply);
+        let r = READ_BUF.with_borrow_mut(|buf| {
+            self.fuse
+                .do_read_now(fh.0, offset, size, buf, &mut |bytes| {
+                    if let Some(r) = reply.take() {
+                        r.data(bytes);
+                    }
+                })
         });
-        if let Some(reply) = waits {
-            self.slow(move |f| read_into_reply(f, fh.0, offset, size, reply));
+        let Some(reply) = reply else { return };
+        match r {
+            Ok(_) => self.slow(move |f| read_into_reply(f, fh.0, offset, size, reply)),
+            Err(e) => reply.error(e),
         }
     }
 

@@ -22,6 +22,7 @@
 //! with EIO.
 
 mod attr;
+mod counts;
 mod dispatch;
 mod file;
 mod killpriv;
@@ -119,6 +120,8 @@ pub struct VmfsFuse {
     block_size: u32,
     /// Told when the kernel ends the session (an outside `umount`).
     on_destroy: Mutex<Option<Sender<()>>>,
+    /// How READs were answered (logged when the session ends).
+    read_counts: counts::ReadCounts,
 }
 
 /// A request's result: the reply or the errno.
@@ -159,6 +162,7 @@ impl VmfsFuse {
             kill_priv: AtomicBool::new(false),
             block_size: u32::try_from(block_size).unwrap_or(u32::MAX),
             on_destroy: Mutex::new(None),
+            read_counts: counts::ReadCounts::default(),
         })
     }
 
