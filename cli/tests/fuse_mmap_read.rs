@@ -55,10 +55,16 @@ fn same(what: &str, got: &[u8], want: &[u8], old: &[(u8, &str)]) {
     }
 }
 
-/// READs a stopped mount answered from the image mapping, from its log.
-fn mapped_reads(name: &str, p: MountProc) -> u64 {
+/// READs a stopped mount answered from the image mapping, from its log;
+/// `direct`: it must have said that files were opened with direct I/O.
+fn mapped_reads(name: &str, p: MountProc, direct: bool) -> u64 {
     let (st, out) = p.stop();
     assert!(st.success(), "{name} exited {st}:\n{out}");
+    assert_eq!(
+        out.contains("direct I/O on"),
+        direct,
+        "{name}: direct I/O on or off against the options:\n{out}"
+    );
     let line = out
         .lines()
         .find(|l| l.contains("READs:"))
@@ -81,18 +87,32 @@ fn mapped_reads(name: &str, p: MountProc) -> u64 {
 
 #[test]
 fn mapped_reads_serve_current_bytes_and_never_a_freed_blocks_old_owner() {
-    if !fuse_or_skip("fuse_mmap_read") {
-        return;
+    if fuse_or_skip("fuse_mmap_read") {
+        scenario(&[]);
     }
+}
+
+/// The same with `--direct-io`: no FUSE page cache, every read(2) is a
+/// READ (at the caller's offsets and sizes) answered from the mapping.
+#[test]
+fn mapped_reads_under_direct_io() {
+    if fuse_or_skip("fuse_mmap_read") {
+        scenario(&["--direct-io"]);
+    }
+}
+
+fn scenario(extra: &[&str]) {
     let no_mmap = std::env::var("VMFS_NO_MMAP_READ").unwrap_or_default();
     let env = [
         ("VMFS_LOG", "vmfs::fuse=info"),
         ("VMFS_NO_MMAP_READ", no_mmap.as_str()),
+        // Only `extra` decides.
+        ("VMFS_DIRECT_IO", ""),
     ];
     let dir = tempfile::tempdir().unwrap();
     let img = make_image(dir.path(), 1 << 30);
-    let a = mount_env(&img, &dir.path().join("a"), "host-a", &[], &env);
-    let b = mount_env(&img, &dir.path().join("b"), "host-b", &[], &env);
+    let a = mount_env(&img, &dir.path().join("a"), "host-a", extra, &env);
+    let b = mount_env(&img, &dir.path().join("b"), "host-b", extra, &env);
 
     // Overwrites through this mount, aligned and not, show at once.
     let pa = a.mountpoint.join("over.bin");
@@ -197,8 +217,9 @@ fn mapped_reads_serve_current_bytes_and_never_a_freed_blocks_old_owner() {
         );
     }
 
-    let on_a = mapped_reads("host-a", a);
-    let on_b = mapped_reads("host-b", b);
+    let direct = extra.contains(&"--direct-io");
+    let on_a = mapped_reads("host-a", a, direct);
+    let on_b = mapped_reads("host-b", b, direct);
     if no_mmap == "1" {
         assert_eq!(
             on_a + on_b,

@@ -23,10 +23,10 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use fuser::{
-    BsdFileFlags, FileHandle, Filesystem, FopenFlags, Generation, INodeNo, InitFlags, KernelConfig,
-    LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory,
-    ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyLseek, ReplyOpen, ReplyStatfs, ReplyWrite,
-    ReplyXattr, Request, TimeOrNow, WriteFlags,
+    BsdFileFlags, FileHandle, Filesystem, Generation, INodeNo, InitFlags, KernelConfig, LockOwner,
+    OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus,
+    ReplyEmpty, ReplyEntry, ReplyLseek, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request,
+    TimeOrNow, WriteFlags,
 };
 
 use crate::fs::{Attr, SetAttr};
@@ -128,6 +128,19 @@ impl Filesystem for Served {
         match config.add_capabilities(InitFlags::FUSE_HANDLE_KILLPRIV_V2) {
             Ok(()) => self.fuse.kill_priv.store(true, Ordering::Relaxed),
             Err(missing) => tracing::info!("fuse: kernel lacks {missing:?}"),
+        }
+        // Direct I/O only with shared mmap still allowed (kernel 6.6+):
+        // a mount that refused mmap would break programs that use it.
+        if self.fuse.want_direct_io {
+            match config.add_capabilities(InitFlags::FUSE_DIRECT_IO_ALLOW_MMAP) {
+                Ok(()) => {
+                    self.fuse.direct_io.store(true, Ordering::Relaxed);
+                    tracing::info!("fuse: direct I/O on (files have no kernel page cache)");
+                }
+                Err(missing) => tracing::warn!(
+                    "fuse: kernel lacks {missing:?}: direct I/O off, files are cached"
+                ),
+            }
         }
         // Reads and writes of up to 1 MiB per request (FUSE_MAX_PAGES is
         // asked for by fuser; the kernel caps max_pages at 256).
@@ -302,7 +315,7 @@ impl Filesystem for Served {
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         self.slow(move |f| match f.do_open(ino.0, flags) {
-            Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
+            Ok(fh) => reply.opened(FileHandle(fh), f.open_flags()),
             Err(e) => reply.error(e),
         });
     }
@@ -513,7 +526,7 @@ impl Filesystem for Served {
                     &file_attr(&a, f.block_size),
                     Generation(a.generation),
                     FileHandle(fh),
-                    FopenFlags::empty(),
+                    f.open_flags(),
                 ),
                 Err(e) => reply.error(e),
             },
