@@ -4,8 +4,9 @@
 //!
 //! Every request becomes one [`Fs`] call; [`FsError::errno`] gives the
 //! reply. Session threads read the kernel's requests and answer those that
-//! cannot wait (overwrites of allocated blocks, small reads the image's
-//! page cache serves, flush, forget); the rest run on a pool of workers
+//! cannot wait (overwrites of allocated blocks, reads the image's page
+//! cache serves — replied straight from its memory mapping when it can,
+//! flush, forget); the rest run on a pool of workers
 //! (`dispatch.rs`). `Fs` runs one metadata operation at a time per host
 //! (its mutex), but reads and overwrites of allocated blocks do their
 //! device I/O outside that mutex, so several READs of a readahead window
