@@ -61,6 +61,16 @@ pub struct VmfsMount {
 impl VmfsMount {
     /// Format `image` (sparse, `size` bytes) and mount it on `dir`.
     pub fn start(image: &Path, dir: &Path, size: u64) -> Result<VmfsMount, String> {
+        VmfsMount::start_with(image, dir, size, &[])
+    }
+
+    /// [`VmfsMount::start`] with extra `vmfs mount` options.
+    pub fn start_with(
+        image: &Path,
+        dir: &Path,
+        size: u64,
+        extra: &[&str],
+    ) -> Result<VmfsMount, String> {
         need_root("vmfs mount")?;
         let vmfs = tools::workspace_bin("vmfs", "vmfs")?;
         let _ = std::fs::remove_file(image);
@@ -86,6 +96,7 @@ impl VmfsMount {
             .arg(image)
             .arg(dir)
             .args(["--host-name", "bench"])
+            .args(extra)
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()

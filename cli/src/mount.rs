@@ -49,6 +49,12 @@ pub struct MountArgs {
     /// operations run one at a time).
     #[arg(long, default_value_t = 8)]
     pub threads: usize,
+    /// Open files with FUSE direct I/O: no kernel page cache for them,
+    /// every read and write goes to vmfs as issued (reads answered from
+    /// the image's cache with one copy). Also `VMFS_DIRECT_IO=1`. See
+    /// docs/fuse.md for what changes.
+    #[arg(long)]
+    pub direct_io: bool,
 }
 
 /// The volume's timeouts with the given fields raised (join refuses any
@@ -107,6 +113,7 @@ pub fn run(a: &MountArgs) -> Result<(), String> {
         threads: a.threads,
         fsname: a.device.clone(),
         allow_other: true,
+        direct_io: a.direct_io || std::env::var_os("VMFS_DIRECT_IO").is_some_and(|v| v == "1"),
         ..FuseOptions::default()
     };
     // Swap files of hosts that die are reclaimed by whoever is mounted.

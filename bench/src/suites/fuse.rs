@@ -4,7 +4,9 @@
 //! random write ≥ 2× bindfs) and 1 MiB sequential write and read (ratio vs
 //! native; goal: sequential read ≥ 0.9× native). Buffered psync I/O, the
 //! file written in full first so random writes overwrite allocated blocks;
-//! the page cache is dropped before each sample.
+//! the page cache is dropped before each sample. The sequential read also
+//! runs on a second vmfs mount with `--direct-io` (no FUSE page cache; an
+//! option, not the default: docs/fuse.md), to keep both figures in view.
 
 use std::path::{Path, PathBuf};
 
@@ -17,6 +19,7 @@ use crate::{tools, Config};
 pub const VMFS: &str = "vmfs mount";
 pub const BINDFS: &str = "bindfs";
 pub const NATIVE: &str = "native dir";
+pub const VMFS_DIRECT: &str = "vmfs mount --direct-io";
 
 /// The three subjects' directories, mounted for as long as this lives.
 pub struct Places {
@@ -71,9 +74,17 @@ pub fn run(cfg: &Config) -> Result<Vec<Row>, String> {
     let size = if cfg.quick { 64 << 20 } else { 1 << 30 };
     std::fs::create_dir_all(&cfg.work_dir).map_err(|e| e.to_string())?;
     let places = Places::start(&cfg.work_dir, "fuse", size)?;
+    let direct = VmfsMount::start_with(
+        &cfg.work_dir.join("fuse-dio-vmfs.img"),
+        &cfg.work_dir.join("fuse-dio-vmfs"),
+        (2 * size + (2 << 30)).next_multiple_of(1 << 20),
+        &["--direct-io"],
+    )?;
     for (name, dir) in places.dirs() {
         fio::prefill(&fio_bin, &dir.join("bench.dat"), size).map_err(|e| format!("{name}: {e}"))?;
     }
+    fio::prefill(&fio_bin, &direct.dir.join("bench.dat"), size)
+        .map_err(|e| format!("{VMFS_DIRECT}: {e}"))?;
     let workloads: [(&str, &'static str, &'static str, &'static str, &str); 4] = [
         ("4k randwrite QD1", "randwrite", "4k", "IOPS", BINDFS),
         ("4k randread QD1", "randread", "4k", "IOPS", BINDFS),
@@ -92,8 +103,12 @@ pub fn run(cfg: &Config) -> Result<Vec<Row>, String> {
         placements.into_iter().map(move |p| (w, p))
     });
     for ((case_name, rw, bs, unit, baseline), at) in runs {
-        let subjects = places
-            .dirs()
+        let mut dirs = places.dirs().to_vec();
+        // The sequential read also on a --direct-io mount (no page cache).
+        if rw == "read" {
+            dirs.push((VMFS_DIRECT, direct.dir.clone()));
+        }
+        let subjects = dirs
             .into_iter()
             .map(|(name, dir)| {
                 let fio_bin = fio_bin.clone();
@@ -146,5 +161,6 @@ pub fn run(cfg: &Config) -> Result<Vec<Row>, String> {
     for (_, dir) in places.dirs() {
         let _ = std::fs::remove_file(dir.join("bench.dat"));
     }
+    let _ = std::fs::remove_file(direct.dir.join("bench.dat"));
     Ok(rows)
 }

@@ -123,6 +123,17 @@ pub fn mount(img: &Path, mountpoint: &Path, name: &str) -> MountProc {
 
 /// [`mount`] with extra `vmfs mount` options.
 pub fn mount_with(img: &Path, mountpoint: &Path, name: &str, extra: &[&str]) -> MountProc {
+    mount_env(img, mountpoint, name, extra, &[])
+}
+
+/// [`mount_with`] with extra environment variables for the process.
+pub fn mount_env(
+    img: &Path,
+    mountpoint: &Path,
+    name: &str,
+    extra: &[&str],
+    env: &[(&str, &str)],
+) -> MountProc {
     std::fs::create_dir_all(mountpoint).unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_vmfs"))
         .arg("mount")
@@ -130,6 +141,7 @@ pub fn mount_with(img: &Path, mountpoint: &Path, name: &str, extra: &[&str]) -> 
         .arg(mountpoint)
         .args(["--host-name", name])
         .args(extra)
+        .envs(env.iter().copied())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()

@@ -55,6 +55,11 @@ impl crate::dev::DevWrapper for HostDev {
         self.sh.raw.read_cached(buf, offset)
     }
 
+    fn cached_view(&self, offset: u64, len: u64) -> Result<Option<&[u8]>, DevError> {
+        self.gate()?;
+        self.sh.raw.cached_view(offset, len)
+    }
+
     fn prefetch(&self, offset: u64, len: u64) {
         self.sh.raw.prefetch(offset, len)
     }

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, Once, OnceLock, RwLock};
 
 use super::engine::{Engine, PreadEngine};
+use super::mapping::Mapping;
 use super::sys;
 use super::uring::UringEngine;
 use super::{
@@ -49,9 +50,19 @@ pub struct FileDev {
     /// Fenced writes in flight per slot offset: only the first takes the
     /// shared OFD lock and only the last releases it.
     shared_holders: Mutex<HashMap<u64, (usize, Option<sys::OfdRangeLock>)>>,
+    /// The whole device mapped read-only, made at the first
+    /// [`BlockDev::cached_view`] (`None`: mapping failed or is turned off).
+    mapping: OnceLock<Option<Mapping>>,
 }
 
 static URING_WARNING: Once = Once::new();
+
+/// Environment `VMFS_NO_MMAP_READ=1` turns [`BlockDev::cached_view`] off
+/// (for measuring what replying from the mapping buys).
+fn mmap_read_off() -> bool {
+    static OFF: OnceLock<bool> = OnceLock::new();
+    *OFF.get_or_init(|| std::env::var_os("VMFS_NO_MMAP_READ").is_some_and(|v| v == "1"))
+}
 
 /// Environment `VMFS_NO_PREFETCH=1` turns [`BlockDev::prefetch`] hints off
 /// (for measuring what they buy).
@@ -130,6 +141,7 @@ impl FileDev {
             engine: pick_engine(opts.no_uring),
             range_rw: RwLock::new(()),
             shared_holders: Mutex::new(HashMap::new()),
+            mapping: OnceLock::new(),
         })
     }
 
@@ -248,6 +260,33 @@ impl BlockDev for FileDev {
         check_io(self, DevOp::Read, offset, buf.len() as u64)?;
         let len = buf.len() as u64;
         sys::pread_nowait(self.file.as_raw_fd(), buf, offset)
+            .map_err(|e| self.io_err(DevOp::Read, offset, len, e))
+    }
+
+    fn cached_view(&self, offset: u64, len: u64) -> Result<Option<&[u8]>, DevError> {
+        if mmap_read_off() {
+            return Ok(None);
+        }
+        let end = offset.checked_add(len).filter(|&e| e <= self.size);
+        if end.is_none() {
+            return Err(DevError::OutOfRange {
+                device: self.name.clone(),
+                op: DevOp::Read,
+                offset,
+                len,
+                size: self.size,
+            });
+        }
+        // Mapped once, up to the size at open: vmfs never shrinks its device.
+        let mapping = self.mapping.get_or_init(|| {
+            Mapping::new(self.file.as_raw_fd(), self.size)
+                .inspect_err(|e| {
+                    tracing::info!("{}: no memory mapping, reads are copied: {e}", self.name)
+                })
+                .ok()
+        });
+        let Some(m) = mapping else { return Ok(None) };
+        m.resident(offset, len)
             .map_err(|e| self.io_err(DevOp::Read, offset, len, e))
     }
 

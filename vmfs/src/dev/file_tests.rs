@@ -172,3 +172,72 @@ fn concurrent_threads_cas_exactly() {
         assert_eq!(u64::from_le_bytes(b[..8].try_into().unwrap()), 800);
     });
 }
+
+/// Drop the image's clean pages from the page cache (after a sync).
+fn evict(d: &FileDev) {
+    use std::os::fd::AsRawFd;
+    let f = std::fs::File::open(d.path()).unwrap();
+    f.sync_all().unwrap();
+    // SAFETY: plain syscall on a descriptor we hold; no pointers.
+    let r = unsafe { libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+    assert_eq!(r, 0);
+}
+
+#[test]
+fn cached_view_shows_the_cached_bytes_and_their_later_changes() {
+    if std::env::var_os("VMFS_NO_MMAP_READ").is_some_and(|v| v == "1") {
+        println!("SKIP: cached_view_shows_the_cached_bytes: VMFS_NO_MMAP_READ=1");
+        return;
+    }
+    both_engines(|d| {
+        let data: Vec<u8> = (0..(1u32 << 20)).map(|i| (i * 13 % 251) as u8).collect();
+        d.write_at(&data, 4 << 20).unwrap();
+        // Unaligned ranges are fine: it is memory, not I/O.
+        let v = d.cached_view((4 << 20) + 7, 1000).unwrap().expect("cached");
+        assert_eq!(v, &data[7..1007]);
+        let v = d.cached_view(4 << 20, 1 << 20).unwrap().expect("cached");
+        assert_eq!(v, &data[..]);
+        // A later write through the device shows through the mapping
+        // (one page cache), as it would through a read.
+        d.write_at(&[0xeeu8; 4096], (4 << 20) + 8192).unwrap();
+        let v = d.cached_view((4 << 20) + 8192, 4096).unwrap().unwrap();
+        assert!(v.iter().all(|&b| b == 0xee));
+        // So does a write by another open of the image (another host
+        // process on this machine).
+        {
+            use std::os::unix::fs::FileExt;
+            let other = std::fs::OpenOptions::new()
+                .write(true)
+                .open(d.path())
+                .unwrap();
+            other.write_all_at(&[0x5au8; 512], 4 << 20).unwrap();
+        }
+        let v = d.cached_view(4 << 20, 512).unwrap().unwrap();
+        assert!(v.iter().all(|&b| b == 0x5a));
+        // And a punched hole reads as zeros.
+        d.unmap(4 << 20, 4096).unwrap();
+        d.read_at(&mut [0u8; 4096], 4 << 20).unwrap();
+        let v = d.cached_view(4 << 20, 4096).unwrap().unwrap();
+        assert!(v.iter().all(|&b| b == 0));
+    });
+}
+
+#[test]
+fn cached_view_declines_uncached_bytes_and_refuses_ranges_outside() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = open(&dir, true);
+    d.write_at(&vec![3u8; 1 << 20], 8 << 20).unwrap();
+    d.flush().unwrap();
+    evict(&d);
+    // Not in the page cache: copying from the mapping would wait for
+    // the disk, so no view.
+    assert_eq!(d.cached_view(8 << 20, 1 << 20).unwrap(), None);
+    assert!(matches!(
+        d.cached_view((64 << 20) - 512, 1024),
+        Err(DevError::OutOfRange { .. })
+    ));
+    assert!(matches!(
+        d.cached_view(u64::MAX - 10, 100),
+        Err(DevError::OutOfRange { .. })
+    ));
+}

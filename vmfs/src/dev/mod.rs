@@ -13,6 +13,7 @@ mod error;
 mod fault;
 mod file;
 pub mod iscsi;
+mod mapping;
 mod mem;
 mod open;
 mod sys;
@@ -83,6 +84,25 @@ pub trait BlockDev: Send + Sync + std::fmt::Debug {
     /// may wait. Default: not supported, always `Ok(false)`.
     fn read_cached(&self, _buf: &mut [u8], _offset: u64) -> Result<bool, DevError> {
         Ok(false)
+    }
+
+    /// The `len` bytes at `offset` as a slice of the backend's memory
+    /// mapping of the device, if it maps the device and the host's page
+    /// cache holds them all right now (so that copying them waits for no
+    /// medium); `Ok(None)` otherwise — read them with
+    /// [`BlockDev::read_cached`] or [`BlockDev::read_at`]. Any byte range
+    /// inside the device (no alignment needed). Lets the FUSE session
+    /// thread reply straight from the image's page cache (one copy less
+    /// than reading into a buffer first).
+    ///
+    /// The bytes are the device's *now*: a write to the range, by this or
+    /// another process, shows through the slice as it would race a read.
+    /// Hand them to the kernel (a `write`/`writev`), do not read them on
+    /// the CPU: a mapped image truncated from outside would make a CPU
+    /// read past its new end raise SIGBUS, where the kernel's copy fails
+    /// with EFAULT. Default: not supported, always `Ok(None)`.
+    fn cached_view(&self, _offset: u64, _len: u64) -> Result<Option<&[u8]>, DevError> {
+        Ok(None)
     }
 
     /// A hint that `len` bytes at `offset` will be read soon: the backend

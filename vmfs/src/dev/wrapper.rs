@@ -41,6 +41,13 @@ pub trait DevWrapper: Send + Sync + std::fmt::Debug {
     fn read_cached(&self, _buf: &mut [u8], _offset: u64) -> Result<bool, DevError> {
         Ok(false)
     }
+    /// Not forwarded by default, for the reason [`DevWrapper::read_cached`]
+    /// is not: the caller would read the inner device's memory past this
+    /// wrapper. A wrapper that passes reads through unchanged overrides
+    /// this to forward.
+    fn cached_view(&self, _offset: u64, _len: u64) -> Result<Option<&[u8]>, DevError> {
+        Ok(None)
+    }
     fn prefetch(&self, offset: u64, len: u64) {
         self.inner().prefetch(offset, len)
     }
@@ -96,6 +103,9 @@ impl<T: DevWrapper> BlockDev for T {
     }
     fn read_cached(&self, buf: &mut [u8], offset: u64) -> Result<bool, DevError> {
         DevWrapper::read_cached(self, buf, offset)
+    }
+    fn cached_view(&self, offset: u64, len: u64) -> Result<Option<&[u8]>, DevError> {
+        DevWrapper::cached_view(self, offset, len)
     }
     fn prefetch(&self, offset: u64, len: u64) {
         DevWrapper::prefetch(self, offset, len)
@@ -179,5 +189,31 @@ mod tests {
         // Errors are the inner device's, naming it.
         let e = w.read_at(&mut b, 1 << 20).unwrap_err();
         assert!(e.to_string().contains(mem.name()), "{e}");
+    }
+
+    #[test]
+    fn cached_reads_and_views_are_not_forwarded_unless_the_wrapper_opts_in() {
+        let dir = tempfile::tempdir().unwrap();
+        let file: SharedDev = Arc::new(
+            crate::dev::FileDev::open(
+                dir.path().join("img"),
+                crate::dev::FileDevOptions {
+                    create_size: Some(1 << 20),
+                    ..Default::default()
+                },
+            )
+            .unwrap(),
+        );
+        file.write_at(&[7u8; 4096], 0).unwrap();
+        let w = CountReads {
+            inner: file.clone(),
+            reads: AtomicU64::new(0),
+        };
+        // The counting wrapper would be bypassed: both say "not supported".
+        assert!(!w.read_cached(&mut [0u8; 4096], 0).unwrap());
+        assert_eq!(w.cached_view(0, 4096).unwrap(), None);
+        if std::env::var_os("VMFS_NO_MMAP_READ").is_none_or(|v| v != "1") {
+            assert!(file.cached_view(0, 4096).unwrap().is_some());
+        }
     }
 }

@@ -20,6 +20,18 @@ use super::{
     State, FREE_BATCH, WRITE_BATCH,
 };
 
+/// Where [`Fs::read_now`] hands the bytes of a read.
+type Reply<'a> = &'a mut dyn FnMut(&[u8]);
+
+/// Where [`Fs::read_now`] took the bytes it handed over from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadVia {
+    /// A slice of the device's memory mapping (no copy of ours).
+    Mapping,
+    /// The caller's buffer, filled by a read (or zeros, inline data).
+    Buffer,
+}
+
 impl Fs {
     /// Open `ino`. For write: EXCLUSIVE, held until the last close (a
     /// second host gets EBUSY). Read-only: SHARED_READ, or no lock at all
@@ -194,8 +206,8 @@ impl Fs {
     /// runs outside the filesystem mutex under the file's data guard.
     pub fn read_into(&self, fh: u64, off: u64, len: usize, buf: &mut Vec<u8>) -> FsResult<usize> {
         let st = lock_st(&self.inner.st);
-        match self.inner.read_resolved(st, fh, off, len, buf, false)? {
-            Some(n) => Ok(n),
+        match self.inner.read_resolved(st, fh, off, len, buf, None)? {
+            Some((n, _)) => Ok(n),
             None => unreachable!("a read that may wait always completes"),
         }
     }
@@ -204,21 +216,30 @@ impl Fs {
     /// anything but the CPU: the filesystem mutex is free (no operation,
     /// and so no wait for another host's lock, is under way), the file is
     /// locked here (its cached map is current: no re-read from the
-    /// device) and the device has the bytes in its cache. `None`: nothing
-    /// is read; do it with [`Fs::read_into`] on a thread that may wait.
+    /// device) and the device has the bytes in its cache. The bytes go to
+    /// `reply`, called once, with the file's data guard still held: from
+    /// the device's memory mapping when the range is one device extent
+    /// the device maps ([`BlockDev::cached_view`]), else from `buf` (as
+    /// [`Fs::read_into`] fills it). `None`: nothing is read and `reply`
+    /// is not called; do it with [`Fs::read_into`] on a thread that may
+    /// wait.
     pub fn read_now(
         &self,
         fh: u64,
         off: u64,
         len: usize,
         buf: &mut Vec<u8>,
-    ) -> FsResult<Option<usize>> {
+        reply: &mut dyn FnMut(&[u8]),
+    ) -> FsResult<Option<ReadVia>> {
         let st = match self.inner.st.try_lock() {
             Ok(st) => st,
             Err(TryLockError::Poisoned(e)) => e.into_inner(),
             Err(TryLockError::WouldBlock) => return Ok(None),
         };
-        self.inner.read_resolved(st, fh, off, len, buf, true)
+        let r = self
+            .inner
+            .read_resolved(st, fh, off, len, buf, Some(reply))?;
+        Ok(r.map(|(_, via)| via))
     }
 
     /// Write `buf` at `off`. Returns the bytes written: short only when the
@@ -374,8 +395,10 @@ fn host_downgrade(inner: &Inner, o: &mut Open, addr: u64) -> FsResult<()> {
 impl Inner {
     /// The read of `off..off+len` through `fh`, with the mutex held as
     /// `st`: resolved under it, then the device read outside it under the
-    /// file's data guard. `cached_only`: give up (`None`) rather than
-    /// re-read an unlocked file's map or wait for the medium.
+    /// file's data guard. With `reply` (the fast path): give up (`None`)
+    /// rather than re-read an unlocked file's map or wait for the medium,
+    /// and hand the bytes to `reply` before the guard is let go — from the
+    /// device's mapping if it offers one for the range, else from `buf`.
     fn read_resolved(
         &self,
         mut st: MutexGuard<'_, State>,
@@ -383,8 +406,9 @@ impl Inner {
         off: u64,
         len: usize,
         buf: &mut Vec<u8>,
-        cached_only: bool,
-    ) -> FsResult<Option<usize>> {
+        reply: Option<Reply<'_>>,
+    ) -> FsResult<Option<(usize, ReadVia)>> {
+        let cached_only = reply.is_some();
         let ino = st
             .handles
             .get(&fh)
@@ -398,21 +422,22 @@ impl Inner {
             reload_unlocked(self, &mut o.map)?;
         }
         let size = o.map.inode.size;
-        if off >= size {
-            return Ok(Some(0));
-        }
-        let n = (len as u64).min(size - off) as usize;
+        let n = (len as u64).min(size.saturating_sub(off)) as usize;
         if buf.len() < n {
             buf.resize(n, 0);
         }
         let out = &mut buf[..n];
-        if o.map.inode.flags & FLAG_INLINE != 0 {
+        if n == 0 || o.map.inode.flags & FLAG_INLINE != 0 {
             let src = &o.map.inode.inline;
             let s = (off as usize).min(src.len());
             let e = (s + n).min(src.len());
             out[..e - s].copy_from_slice(&src[s..e]);
             out[e - s..].fill(0);
-            return Ok(Some(n));
+            drop(st);
+            if let Some(reply) = reply {
+                reply(out);
+            }
+            return Ok(Some((n, ReadVia::Buffer)));
         }
         let extents = io::for_read(&mut o.map, &self.ctx, off, n as u64)?;
         let ahead = match o.meta.stream.advance(off, n as u64, size) {
@@ -420,14 +445,24 @@ impl Inner {
             None => Vec::new(),
         };
         let data = Arc::clone(&o.data);
+        // Held until the bytes are handed over, from the mapping too: no
+        // block of this range can be freed or given to another file before.
         let _reading = shared(&data);
         drop(st);
         io::prefetch(&self.ctx, &ahead);
-        if cached_only {
-            return Ok(io::read_cached(&self.ctx, &extents, out)?.then_some(n));
+        let Some(reply) = reply else {
+            io::read(&self.ctx, &extents, out)?;
+            return Ok(Some((n, ReadVia::Buffer)));
+        };
+        if let Some(view) = io::mapped(&self.ctx, &extents)? {
+            reply(view);
+            return Ok(Some((n, ReadVia::Mapping)));
         }
-        io::read(&self.ctx, &extents, out)?;
-        Ok(Some(n))
+        if !io::read_cached(&self.ctx, &extents, out)? {
+            return Ok(None);
+        }
+        reply(out);
+        Ok(Some((n, ReadVia::Buffer)))
     }
 
     /// For a write of `len` bytes at `off` to the open file `ino`: if it

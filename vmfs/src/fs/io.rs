@@ -137,6 +137,19 @@ pub fn read_cached(ctx: &Ctx, extents: &[Extent], buf: &mut [u8]) -> FsResult<bo
     Ok(true)
 }
 
+/// The bytes of a resolved range as one slice of the device's memory
+/// mapping ([`BlockDev::cached_view`]): only when the range is a single
+/// device extent (no hole or to-be-zeroed block, which read as zeros
+/// through [`read_cached`]) and the device's cache holds all of it.
+/// The caller holds the file's data guard for as long as it uses the
+/// slice, as it would across a read, so the blocks stay this file's.
+pub fn mapped<'a>(ctx: &'a Ctx, extents: &[Extent]) -> FsResult<Option<&'a [u8]>> {
+    match extents {
+        [Extent::Dev { addr, len }] => Ok(ctx.dev.cached_view(*addr, *len)?),
+        _ => Ok(None),
+    }
+}
+
 /// Ask the device to start reading the device extents of a resolved range,
 /// up to the first hole (a hint: nothing waits for it).
 pub fn prefetch(ctx: &Ctx, extents: &[Extent]) {

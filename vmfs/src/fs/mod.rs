@@ -54,6 +54,7 @@ pub use bmap::{data_kind, is_small_file, small_limit_blocks, FileMap};
 pub use change::Change;
 pub use dir::DirEntry;
 pub use error::{FsError, FsResult};
+pub use handles::ReadVia;
 pub use inode::{Attr, Ctx};
 pub use lockmode::MultiWriterFile;
 pub use xattr::XattrSet;

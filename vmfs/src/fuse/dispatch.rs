@@ -23,10 +23,10 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use fuser::{
-    BsdFileFlags, FileHandle, Filesystem, FopenFlags, Generation, INodeNo, InitFlags, KernelConfig,
-    LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory,
-    ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyLseek, ReplyOpen, ReplyStatfs, ReplyWrite,
-    ReplyXattr, Request, TimeOrNow, WriteFlags,
+    BsdFileFlags, FileHandle, Filesystem, Generation, INodeNo, InitFlags, KernelConfig, LockOwner,
+    OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus,
+    ReplyEmpty, ReplyEntry, ReplyLseek, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request,
+    TimeOrNow, WriteFlags,
 };
 
 use crate::fs::{Attr, SetAttr};
@@ -75,6 +75,7 @@ const MAX_IO: u32 = 1 << 20;
 
 /// A READ done on a thread that may wait.
 fn read_into_reply(f: &VmfsFuse, fh: u64, off: u64, size: u32, reply: ReplyData) {
+    f.read_counts.count_handed();
     READ_BUF.with_borrow_mut(|buf| match f.do_read(fh, off, size, buf) {
         Ok(n) => reply.data(&buf[..n]),
         Err(e) => reply.error(e),
@@ -128,6 +129,19 @@ impl Filesystem for Served {
             Ok(()) => self.fuse.kill_priv.store(true, Ordering::Relaxed),
             Err(missing) => tracing::info!("fuse: kernel lacks {missing:?}"),
         }
+        // Direct I/O only with shared mmap still allowed (kernel 6.6+):
+        // a mount that refused mmap would break programs that use it.
+        if self.fuse.want_direct_io {
+            match config.add_capabilities(InitFlags::FUSE_DIRECT_IO_ALLOW_MMAP) {
+                Ok(()) => {
+                    self.fuse.direct_io.store(true, Ordering::Relaxed);
+                    tracing::info!("fuse: direct I/O on (files have no kernel page cache)");
+                }
+                Err(missing) => tracing::warn!(
+                    "fuse: kernel lacks {missing:?}: direct I/O off, files are cached"
+                ),
+            }
+        }
         // Reads and writes of up to 1 MiB per request (FUSE_MAX_PAGES is
         // asked for by fuser; the kernel caps max_pages at 256).
         if let Err(max) = config.set_max_readahead(MAX_IO) {
@@ -143,8 +157,9 @@ impl Filesystem for Served {
         // Requests still running finish first (their replies go nowhere).
         self.workers.shut_down();
         tracing::info!(
-            "fuse: session ended ({} nodes still referenced by the kernel)",
-            self.fuse.nodes.len()
+            "fuse: session ended ({} nodes still referenced by the kernel; {})",
+            self.fuse.nodes.len(),
+            self.fuse.read_counts
         );
         if let Some(tx) = self
             .fuse
@@ -300,7 +315,7 @@ impl Filesystem for Served {
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         self.slow(move |f| match f.do_open(ino.0, flags) {
-            Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
+            Ok(fh) => reply.opened(FileHandle(fh), f.open_flags()),
             Err(e) => reply.error(e),
         });
     }
@@ -316,18 +331,25 @@ impl Filesystem for Served {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        // Each thread reuses one buffer: no allocation or zeroing of up to
-        // 1 MiB per read (the reply is copied out before return).
-        let waits = READ_BUF.with_borrow_mut(|buf| {
-            match self.fuse.do_read_now(fh.0, offset, size, buf) {
-                Ok(Some(n)) => reply.data(&buf[..n]),
-                Ok(None) => return Some(reply),
-                Err(e) => reply.error(e),
-            }
-            None
+        // Answered here from the image's page cache if it holds the bytes:
+        // straight from its mapping when it is one device extent (the
+        // kernel copies the mapped page cache into /dev/fuse), else copied
+        // into this thread's reused buffer (no allocation or zeroing of up
+        // to 1 MiB per read). Either way the reply is written before the
+        // file's data guard is let go.
+        let mut reply = Some(reply);
+        let r = READ_BUF.with_borrow_mut(|buf| {
+            self.fuse
+                .do_read_now(fh.0, offset, size, buf, &mut |bytes| {
+                    if let Some(r) = reply.take() {
+                        r.data(bytes);
+                    }
+                })
         });
-        if let Some(reply) = waits {
-            self.slow(move |f| read_into_reply(f, fh.0, offset, size, reply));
+        let Some(reply) = reply else { return };
+        match r {
+            Ok(_) => self.slow(move |f| read_into_reply(f, fh.0, offset, size, reply)),
+            Err(e) => reply.error(e),
         }
     }
 
@@ -505,7 +527,7 @@ impl Filesystem for Served {
                     &file_attr(&a, f.block_size),
                     Generation(a.generation),
                     FileHandle(fh),
-                    FopenFlags::empty(),
+                    f.open_flags(),
                 ),
                 Err(e) => reply.error(e),
             },

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use fuser::{Errno, OpenAccMode, OpenFlags};
 
 use crate::dev::BlockDev;
-use crate::fs::{Attr, Falloc, FsError, SetAttr, StatFs};
+use crate::fs::{Attr, Falloc, FsError, ReadVia, SetAttr, StatFs};
 
 use super::killpriv::killed_mode;
 use super::{fail, Res, VmfsFuse};
@@ -144,16 +144,26 @@ impl VmfsFuse {
     }
 
     /// [`Self::do_read`] if it can be done without waiting
-    /// ([`Fs::read_now`](crate::fs::Fs::read_now)); `None`: hand it over.
+    /// ([`Fs::read_now`](crate::fs::Fs::read_now)), the bytes handed to
+    /// `reply` while the file's data guard is held; `None`: `reply` was
+    /// not called, hand the read over.
     pub(super) fn do_read_now(
         &self,
         fh: u64,
         off: u64,
         len: u32,
         buf: &mut Vec<u8>,
-    ) -> Res<Option<usize>> {
+        reply: &mut dyn FnMut(&[u8]),
+    ) -> Res<Option<ReadVia>> {
         self.gate_check()?;
-        self.fs.read_now(fh, off, len as usize, buf).map_err(fail)
+        let via = self
+            .fs
+            .read_now(fh, off, len as usize, buf, reply)
+            .map_err(fail)?;
+        if let Some(via) = via {
+            self.read_counts.count(via);
+        }
+        Ok(via)
     }
 
     /// A write that only overwrites allocated blocks, if it can be done

@@ -4,8 +4,9 @@
 //!
 //! Every request becomes one [`Fs`] call; [`FsError::errno`] gives the
 //! reply. Session threads read the kernel's requests and answer those that
-//! cannot wait (overwrites of allocated blocks, small reads the image's
-//! page cache serves, flush, forget); the rest run on a pool of workers
+//! cannot wait (overwrites of allocated blocks, reads the image's page
+//! cache serves — replied straight from its memory mapping when it can,
+//! flush, forget); the rest run on a pool of workers
 //! (`dispatch.rs`). `Fs` runs one metadata operation at a time per host
 //! (its mutex), but reads and overwrites of allocated blocks do their
 //! device I/O outside that mutex, so several READs of a readahead window
@@ -22,6 +23,7 @@
 //! with EIO.
 
 mod attr;
+mod counts;
 mod dispatch;
 mod file;
 mod killpriv;
@@ -63,6 +65,12 @@ pub struct FuseOptions {
     /// before EBUSY. The kernel releases a closed file asynchronously, so
     /// a host that just closed it may hold its lock a little longer.
     pub open_busy_wait: Duration,
+    /// Open regular files with `FOPEN_DIRECT_IO`: the kernel keeps no page
+    /// cache for them and sends every read(2)/write(2) to us as it is
+    /// (docs/fuse.md, direct I/O). Needs `FUSE_DIRECT_IO_ALLOW_MMAP` from
+    /// the kernel (6.6+) so shared mmap keeps working; without it the
+    /// mount stays cached.
+    pub direct_io: bool,
 }
 
 impl Default for FuseOptions {
@@ -74,6 +82,7 @@ impl Default for FuseOptions {
             fsname: "vmfs".into(),
             allow_other: true,
             open_busy_wait: Duration::from_millis(300),
+            direct_io: false,
         }
     }
 }
@@ -115,10 +124,17 @@ pub struct VmfsFuse {
     open_busy_wait: Duration,
     /// FUSE_HANDLE_KILLPRIV_V2 was negotiated: we clear set-ID bits.
     kill_priv: AtomicBool,
+    /// Direct I/O was asked for ([`FuseOptions::direct_io`]).
+    want_direct_io: bool,
+    /// ... and the kernel allows mmap of such files: opens say
+    /// FOPEN_DIRECT_IO.
+    direct_io: AtomicBool,
     /// File block size (st_blksize).
     block_size: u32,
     /// Told when the kernel ends the session (an outside `umount`).
     on_destroy: Mutex<Option<Sender<()>>>,
+    /// How READs were answered (logged when the session ends).
+    read_counts: counts::ReadCounts,
 }
 
 /// A request's result: the reply or the errno.
@@ -157,8 +173,11 @@ impl VmfsFuse {
             ttl: opts.ttl,
             open_busy_wait: opts.open_busy_wait,
             kill_priv: AtomicBool::new(false),
+            want_direct_io: opts.direct_io,
+            direct_io: AtomicBool::new(false),
             block_size: u32::try_from(block_size).unwrap_or(u32::MAX),
             on_destroy: Mutex::new(None),
+            read_counts: counts::ReadCounts::default(),
         })
     }
 
@@ -170,6 +189,15 @@ impl VmfsFuse {
     /// Be told on `tx` when the kernel ends the session.
     pub fn notify_destroy(&self, tx: Sender<()>) {
         *self.on_destroy.lock().unwrap_or_else(|e| e.into_inner()) = Some(tx);
+    }
+
+    /// The flags an open or create of a regular file replies with.
+    fn open_flags(&self) -> fuser::FopenFlags {
+        if self.direct_io.load(Ordering::Relaxed) {
+            fuser::FopenFlags::FOPEN_DIRECT_IO
+        } else {
+            fuser::FopenFlags::empty()
+        }
     }
 
     /// Do we clear set-ID bits on write and chown (KILLPRIV_V2)?
