@@ -2,7 +2,8 @@
 //! filesystem mutex let go.
 //!
 //! A change (create, unlink, rename, ...) takes its directory's lock — and
-//! for an unlink the victim's — while holding `Fs`'s mutex. If another host
+//! for an unlink the victim's, for setattr, xattrs and link the inode's —
+//! while holding `Fs`'s mutex. If another host
 //! holds that lock, `Host::lock_with` waits for it (up to D + T) and every
 //! other operation of this host (reads, getattr, lookups elsewhere) would
 //! wait behind the mutex that long. So first wait here, without the mutex,
@@ -49,12 +50,44 @@ impl Inner {
         }
     }
 
+    /// [`Inner::lock_for_change`] for a rename: both directories, then
+    /// the inode a replaced name points to, and a directory moved to
+    /// another parent (its ".." changes). Names are looked up without a
+    /// lock, as for [`Inner::lock_for_removal`].
+    pub(super) fn lock_for_rename(
+        &self,
+        (parent, name): (u64, &[u8]),
+        (new_parent, new_name): (u64, &[u8]),
+    ) -> FsResult<MutexGuard<'_, State>> {
+        let st = self.lock_for_change(&[parent, new_parent])?;
+        let (st, replaced) = self.lookup_entry(st, new_parent, new_name);
+        let mut st = match replaced {
+            Ok(e) if e.ino != new_parent => self.wait_while_held(st, e.ino)?,
+            _ => st,
+        };
+        if parent != new_parent {
+            let (back, moved) = self.lookup_entry(st, parent, name);
+            st = match moved {
+                Ok(e) if u32::from(e.dtype) << 12 == libc::S_IFDIR && e.ino != parent => {
+                    self.wait_while_held(back, e.ino)?
+                }
+                _ => back,
+            };
+        }
+        Ok(st)
+    }
+
     fn wait_while_held<'a>(
         &'a self,
         mut st: MutexGuard<'a, State>,
         ino: u64,
     ) -> FsResult<MutexGuard<'a, State>> {
         self.ctx.check_ino(ino)?;
+        // A file open here is settled by the change's own lock take
+        // (ours already, an upgrade tried once, or EBUSY at once).
+        if st.open.contains_key(&ino) {
+            return Ok(st);
+        }
         let me = self.ctx.host.holder();
         let addr = self.ctx.lock_addr(ino);
         let start = Instant::now();

@@ -368,7 +368,7 @@ impl Fs {
 
     /// Change attributes (a size change truncates or extends).
     pub fn setattr(&self, ino: u64, sa: &SetAttr) -> FsResult<Attr> {
-        let mut st = lock_st(&self.inner.st);
+        let mut st = self.inner.lock_for_change(&[ino])?;
         let inner = &*self.inner;
         let mut l = inner.lock_inode(&mut st, ino)?;
         // A size change frees or zeroes blocks reads in flight may be on.

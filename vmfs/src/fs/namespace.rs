@@ -865,7 +865,7 @@ impl Fs {
     /// Give `ino` another name.
     pub fn link(&self, ino: u64, parent: u64, name: &[u8]) -> FsResult<Attr> {
         check_name(name)?;
-        let mut st = self.inner.lock_for_change(&[parent])?;
+        let mut st = self.inner.lock_for_change(&[parent, ino])?;
         self.inner.in_dir(&mut st, parent, |i, st, d| {
             if dir::lookup(&mut d.map, &i.ctx, None, name)?.is_some() {
                 return Err(FsError::Exists(name_str(name)));
@@ -924,7 +924,9 @@ impl Fs {
     ) -> FsResult<()> {
         check_name(name)?;
         check_name(new_name)?;
-        let mut st = self.inner.lock_for_change(&[parent, new_parent])?;
+        let mut st = self
+            .inner
+            .lock_for_rename((parent, name), (new_parent, new_name))?;
         self.inner
             .rename(&mut st, parent, name, new_parent, new_name)
     }

@@ -1,7 +1,7 @@
 //! Two hosts on one device.
 
 use super::tests::{stop, Rig};
-use super::{Falloc, SetAttr};
+use super::{Falloc, FsResult, SetAttr};
 
 #[test]
 fn a_file_written_on_one_host_is_read_on_the_other() {
@@ -375,6 +375,95 @@ fn a_change_waiting_for_another_hosts_lock_does_not_stall_this_host() {
     assert!(a.lookup(d.ino, b"new").is_ok());
     b.close(vh).unwrap();
     a.unlink(root, b"victim").unwrap();
+    a.close(fh).unwrap();
+    stop(a);
+    stop(b);
+    r.check();
+}
+
+/// Attribute, xattr, link and rename changes of a file another host holds
+/// wait for it with the filesystem mutex let go, as namespace changes do:
+/// this host's getattr and reads go on meanwhile, and each change is made
+/// once the other host closes the file.
+#[test]
+fn an_inode_change_waiting_for_another_host_does_not_stall_this_host() {
+    use crate::fs::XattrSet;
+    use std::time::{Duration, Instant};
+    let r = Rig::new(256 << 20, None);
+    let (a, b) = (r.fs("a"), r.fs("b"));
+    let root = a.root();
+    let d = a.mkdir(root, b"d", 0o755, 0, 0).unwrap();
+    let f = a.create(root, b"other", 0o644, 0, 0).unwrap();
+    let fh = a.open(f.ino, true).unwrap();
+    a.write(fh, 0, b"still served").unwrap();
+    let g = a.create(root, b"g", 0o644, 0, 0).unwrap();
+    let h = a.create(root, b"h", 0o644, 0, 0).unwrap();
+    let moved = a.mkdir(root, b"moved", 0o755, 0, 0).unwrap();
+    a.create(root, b"x", 0o644, 0, 0).unwrap();
+    // Host B holds g and h open for write and the directory `moved` locked.
+    let gh = b.open(g.ino, true).unwrap();
+    let hh = b.open(h.ino, true).unwrap();
+    let maddr = b.inner.ctx.lock_addr(moved.ino);
+    b.host()
+        .lock(
+            maddr,
+            moved.ino,
+            crate::format::LockMode::Exclusive,
+            Duration::from_secs(5),
+        )
+        .unwrap();
+    let chmod = SetAttr {
+        mode: Some(0o600),
+        ..SetAttr::default()
+    };
+    let hold = Duration::from_millis(800);
+    let prompt = Duration::from_millis(500);
+    let t0 = Instant::now();
+    std::thread::scope(|s| {
+        macro_rules! timed {
+            ($op:expr, $body:expr) => {
+                s.spawn(|| {
+                    let t = Instant::now();
+                    let r: FsResult<()> = $body;
+                    ($op, r, t.elapsed())
+                })
+            };
+        }
+        let ops = vec![
+            timed!("chmod", a.setattr(g.ino, &chmod).map(drop)),
+            timed!(
+                "setxattr",
+                a.setxattr(g.ino, b"user.k", b"v", XattrSet::Any)
+            ),
+            timed!("link", a.link(g.ino, root, b"g2").map(drop)),
+            timed!("rename over", a.rename(root, b"x", root, b"h")),
+            timed!("move dir", a.rename(root, b"moved", d.ino, b"moved")),
+        ];
+        std::thread::sleep(Duration::from_millis(100));
+        for _ in 0..3 {
+            let t = Instant::now();
+            assert_eq!(a.getattr(f.ino).unwrap().size, 12);
+            assert_eq!(a.read(fh, 0, 12).unwrap(), b"still served");
+            assert!(t.elapsed() < prompt, "stalled {:?}", t.elapsed());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        std::thread::sleep(hold.saturating_sub(t0.elapsed()));
+        b.close(gh).unwrap();
+        b.close(hh).unwrap();
+        b.host().unlock(maddr).unwrap();
+        for h in ops {
+            let (op, r, took) = h.join().unwrap();
+            r.unwrap_or_else(|e| panic!("{op}: {e}"));
+            assert!(took >= hold / 2, "{op} waited for B: {took:?}");
+        }
+    });
+    assert_eq!(a.lookup(d.ino, b"moved").unwrap().ino, moved.ino);
+    assert!(a.lookup(root, b"x").is_err());
+    assert_ne!(a.lookup(root, b"h").unwrap().ino, h.ino);
+    let g2 = a.lookup(root, b"g2").unwrap();
+    assert_eq!((g2.ino, g2.nlink), (g.ino, 2));
+    assert_eq!(g2.mode & 0o777, 0o600);
+    assert_eq!(a.getxattr(g.ino, b"user.k").unwrap(), b"v");
     a.close(fh).unwrap();
     stop(a);
     stop(b);

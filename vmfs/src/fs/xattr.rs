@@ -205,7 +205,7 @@ impl Inner {
         ino: u64,
         f: impl FnOnce(&mut Vec<(Vec<u8>, Vec<u8>)>) -> FsResult<()>,
     ) -> FsResult<()> {
-        let mut st = lock_st(&self.st);
+        let mut st = self.lock_for_change(&[ino])?;
         let mut l = self.lock_inode(&mut st, ino)?;
         let r = self.change_xattrs_locked(&mut st, &mut l.map, f);
         self.release(&mut st, l)?;
