@@ -22,6 +22,39 @@ use super::error::{FsError, FsResult};
 /// Clusters read per unlocked peek when looking for free space.
 const PEEK_BATCH: u32 = 64;
 
+/// Share of each small-block cluster that small-file data may not take
+/// (1/8, at least one block): directories, xattr blocks and orphan tables
+/// live only in small blocks, while a small file that finds no small
+/// block moves to file blocks. Without it, small files could fill the
+/// region and leave directories unable to grow on a volume with free
+/// space.
+const SMALL_RESERVE_SHARE: u32 = 8;
+
+/// What an allocation is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Use {
+    /// Metadata, file blocks, anything that cannot go elsewhere.
+    Any,
+    /// A small-block file's data: stays out of each cluster's reserve.
+    SmallFileData,
+}
+
+/// Small blocks of a cluster of `resource_count` kept from small-file data.
+pub fn small_reserve(resource_count: u32) -> u32 {
+    (resource_count / SMALL_RESERVE_SHARE).max(1)
+}
+
+impl Use {
+    /// Can this allocation be served from a cluster with header `h`?
+    fn admits(self, h: &ClusterHeader) -> bool {
+        let reserve = match self {
+            Use::Any => 0,
+            Use::SmallFileData => small_reserve(h.resource_count),
+        };
+        h.free_count() > reserve
+    }
+}
+
 #[derive(Debug)]
 struct HeldCluster {
     lock: HeldLock,
@@ -149,8 +182,9 @@ impl Allocator {
         Ok(true)
     }
 
-    /// Find a cluster of `kind` with free resources and hold it.
-    fn acquire_free(&mut self, kind: ResourceKind) -> FsResult<u32> {
+    /// Find a cluster of `kind` with free resources (more than its reserve
+    /// for a [`Use::SmallFileData`] allocation) and hold it.
+    fn acquire_free(&mut self, kind: ResourceKind, use_: Use) -> FsResult<u32> {
         let n = self.vol.header.region(kind).clusters;
         let start = self.cursor[kind.index()] % n.max(1);
         let mut busy = Vec::new();
@@ -170,10 +204,10 @@ impl Allocator {
                 }
                 let o = (i as u64 * META_BLOCK) as usize;
                 let addr = self.vol.cluster_header_addr(kind, c);
-                let free = ClusterHeader::decode(&buf[o + SECTOR..o + META_BLOCK as usize], addr)
-                    .map(|h| h.free_count())
-                    .unwrap_or(0);
-                if free == 0 {
+                let usable = ClusterHeader::decode(&buf[o + SECTOR..o + META_BLOCK as usize], addr)
+                    .map(|h| use_.admits(&h))
+                    .unwrap_or(false);
+                if !usable {
                     continue;
                 }
                 if self.cooling.contains_key(&(kind, c)) {
@@ -190,7 +224,7 @@ impl Allocator {
                     Err(FsError::Format(_)) | Err(FsError::Corrupt { .. }) => continue,
                     Err(e) => return Err(e),
                 }
-                if self.held[&(kind, c)].header.free_count() > 0 {
+                if use_.admits(&self.held[&(kind, c)].header) {
                     self.cursor[kind.index()] = c;
                     return Ok(c);
                 }
@@ -199,14 +233,14 @@ impl Allocator {
         }
         // Only clusters this host just let go have space: take one back.
         for c in cooled {
-            if self.take(kind, c, false)? && self.held[&(kind, c)].header.free_count() > 0 {
+            if self.take(kind, c, false)? && use_.admits(&self.held[&(kind, c)].header) {
                 self.cursor[kind.index()] = c;
                 return Ok(c);
             }
         }
         // Everything with free space is held by other hosts: wait for one.
         for c in busy {
-            if self.take(kind, c, true)? && self.held[&(kind, c)].header.free_count() > 0 {
+            if self.take(kind, c, true)? && use_.admits(&self.held[&(kind, c)].header) {
                 self.cursor[kind.index()] = c;
                 return Ok(c);
             }
@@ -263,17 +297,29 @@ impl Allocator {
 
     /// Allocate one resource of `kind`; its bitmap change is staged in `ch`.
     pub fn alloc(&mut self, ch: &mut Change, kind: ResourceKind) -> FsResult<u64> {
+        self.alloc_for(ch, kind, Use::Any)
+    }
+
+    /// Allocate a small block for a small-block file's data: never one of
+    /// a cluster's reserve ([`Use::SmallFileData`]). NoSpace here sends
+    /// the file to file blocks (promotion), leaving the reserve for
+    /// directories, which cannot move.
+    pub fn alloc_small_file_data(&mut self, ch: &mut Change) -> FsResult<u64> {
+        self.alloc_for(ch, ResourceKind::SmallBlock, Use::SmallFileData)
+    }
+
+    fn alloc_for(&mut self, ch: &mut Change, kind: ResourceKind, use_: Use) -> FsResult<u64> {
         self.yield_wanted()?;
         let cur = self.cursor[kind.index()];
         let c = match self.held.get(&(kind, cur)) {
-            Some(h) if h.header.free_count() > 0 => cur,
+            Some(h) if use_.admits(&h.header) => cur,
             _ => match self
                 .held
                 .iter()
-                .find(|((k, _), h)| *k == kind && h.header.free_count() > 0)
+                .find(|((k, _), h)| *k == kind && use_.admits(&h.header))
             {
                 Some(((_, c), _)) => *c,
-                None => self.acquire_free(kind)?,
+                None => self.acquire_free(kind, use_)?,
             },
         };
         let (c, i) = match self.free_not_pending(kind, c, ch) {
@@ -285,7 +331,7 @@ impl Allocator {
                     Some(i) => (c, i),
                     // The only free ones here are freed by this change (a
                     // block replaced in a full cluster): use another cluster.
-                    None => self.elsewhere(kind, c, ch)?,
+                    None => self.elsewhere(kind, c, ch, use_)?,
                 }
             }
         };
@@ -299,12 +345,18 @@ impl Allocator {
 
     /// A usable free resource of `kind` outside cluster `not`: in another
     /// held cluster, else in a newly acquired one.
-    fn elsewhere(&mut self, kind: ResourceKind, not: u32, ch: &Change) -> FsResult<(u32, u32)> {
+    fn elsewhere(
+        &mut self,
+        kind: ResourceKind,
+        not: u32,
+        ch: &Change,
+        use_: Use,
+    ) -> FsResult<(u32, u32)> {
         let held: Vec<u32> = self
             .held
-            .keys()
-            .filter(|&&(k, c)| k == kind && c != not)
-            .map(|&(_, c)| c)
+            .iter()
+            .filter(|&(&(k, c), h)| k == kind && c != not && use_.admits(&h.header))
+            .map(|(&(_, c), _)| c)
             .collect();
         if let Some(found) = held
             .into_iter()
@@ -312,7 +364,7 @@ impl Allocator {
         {
             return Ok(found);
         }
-        let c = self.acquire_free(kind)?;
+        let c = self.acquire_free(kind, use_)?;
         self.free_not_pending(kind, c, ch)
             .map(|i| (c, i))
             .ok_or_else(|| {

@@ -108,7 +108,7 @@ pub fn write(
                 let a = match cur {
                     Some(a) => a,
                     None => {
-                        let r = match alloc.alloc(ch, map.data_kind) {
+                        let r = match alloc_data(alloc, ch, map) {
                             Ok(r) => r,
                             Err(FsError::NoSpace(_)) if done > 0 => break,
                             Err(e) => return Err(e),
@@ -172,7 +172,7 @@ pub fn preallocate(
         if map.get(ctx, n)?.is_some() {
             continue;
         }
-        let r = alloc.alloc(ch, map.data_kind)?;
+        let r = alloc_data(alloc, ch, map)?;
         let a = BlockAddr {
             kind: map.data_kind,
             index: r,
@@ -300,5 +300,15 @@ pub fn seek(map: &mut FileMap, ctx: &Ctx, off: u64, data: bool) -> FsResult<Opti
             return Ok(Some((n * bs).max(off)));
         }
         n += 1;
+    }
+}
+
+/// A new data block for `map`: a small-block file's stays out of the
+/// small-block clusters' reserve (kept for directories).
+pub(super) fn alloc_data(alloc: &mut Allocator, ch: &mut Change, map: &FileMap) -> FsResult<u64> {
+    if map.is_small() {
+        alloc.alloc_small_file_data(ch)
+    } else {
+        alloc.alloc(ch, map.data_kind)
     }
 }

@@ -17,6 +17,26 @@ fn small_free(r: &Rig) -> u64 {
     space(r).small_blocks.free
 }
 
+/// Small blocks small-file data may still take: each cluster's free ones
+/// beyond its reserve (kept for directories).
+fn small_usable(r: &Rig) -> u64 {
+    use crate::format::{ClusterHeader, ResourceKind, SECTOR};
+    let vol = Volume::open(r.dev.clone()).unwrap();
+    let kind = ResourceKind::SmallBlock;
+    (0..vol.header.region(kind).clusters)
+        .map(|c| {
+            let addr = vol.cluster_header_addr(kind, c);
+            let mut b = vec![0u8; crate::format::header::META_BLOCK as usize - SECTOR];
+            vol.dev.read_at(&mut b, addr).unwrap();
+            let h = ClusterHeader::decode(&b, addr).unwrap();
+            u64::from(
+                h.free_count()
+                    .saturating_sub(super::alloc::small_reserve(h.resource_count)),
+            )
+        })
+        .sum()
+}
+
 fn file_free(r: &Rig) -> u64 {
     space(r).file_blocks.free
 }
@@ -216,7 +236,7 @@ fn a_full_small_block_region_falls_back_to_file_blocks() {
     // Every name first: directory blocks are small blocks too.
     let t1 = fs.create(root, b"t1", 0o644, 0, 0).unwrap();
     let t2 = fs.create(root, b"t2", 0o644, 0, 0).unwrap();
-    let n = small_free(&r) / 15 + 2;
+    let n = small_usable(&r) / 15 + 2;
     let fillers: Vec<u64> = (0..n)
         .map(|i| {
             fs.create(root, format!("f{i}").as_bytes(), 0o644, 0, 0)
@@ -230,11 +250,11 @@ fn a_full_small_block_region_falls_back_to_file_blocks() {
     fs.write(h2, 0, &want2).unwrap();
     let mut fillers = fillers.into_iter();
     let mut fill_to = |left: u64| {
-        while small_free(&r) > left {
+        while small_usable(&r) > left {
             let ino = fillers.next().expect("enough fillers");
             let fh = fs.open(ino, true).unwrap();
             // Never more than is free: a filler that ran out would be promoted.
-            let d = pattern(ino, ((small_free(&r) - left).min(15) * SB) as usize);
+            let d = pattern(ino, ((small_usable(&r) - left).min(15) * SB) as usize);
             assert_eq!(fs.write(fh, 0, &d).unwrap(), d.len());
             assert_eq!(fs.read(fh, 0, d.len()).unwrap(), d);
             fs.close(fh).unwrap();
@@ -248,10 +268,12 @@ fn a_full_small_block_region_falls_back_to_file_blocks() {
     assert_eq!(fs.write(h3, 0, &d3).unwrap(), d3.len());
     assert_eq!(fs.read(h3, 0, d3.len()).unwrap(), d3);
     assert_eq!(fs.getattr(t3.ino).unwrap().allocated, FB);
-    assert_eq!(small_free(&r), 2, "the two went back at the promotion");
+    assert_eq!(small_usable(&r), 2, "the two went back at the promotion");
     fs.close(h3).unwrap();
     fill_to(0);
-    assert_eq!(small_free(&r), 0, "the fillers used every small block");
+    assert_eq!(small_usable(&r), 0, "the fillers used every small block");
+    let reserve = small_free(&r);
+    assert!(reserve >= 16, "each cluster keeps its reserve: {reserve}");
     // A new small file lands in a file block.
     let f0 = file_free(&r);
     let h1 = fs.open(t1.ino, true).unwrap();
@@ -267,8 +289,73 @@ fn a_full_small_block_region_falls_back_to_file_blocks() {
     want2.extend_from_slice(&more);
     assert_eq!(fs.read(h2, 0, want2.len()).unwrap(), want2);
     assert_eq!(fs.getattr(t2.ino).unwrap().allocated, FB);
-    assert_eq!(small_free(&r), 2, "t2's two small blocks came back");
+    assert_eq!(small_usable(&r), 2, "t2's two small blocks came back");
     fs.close(h2).unwrap();
+    // Directories still grow: their blocks come out of the reserve that
+    // small-file data left alone.
+    let d = fs.mkdir(root, b"grows", 0o755, 0, 0).unwrap();
+    for i in 0..3000 {
+        fs.create(
+            d.ino,
+            format!("a-longer-name-{i:05}").as_bytes(),
+            0o644,
+            0,
+            0,
+        )
+        .unwrap_or_else(|e| panic!("create {i} in a growing directory: {e}"));
+    }
+    assert!(
+        small_free(&r) < reserve,
+        "the directory grew into the reserve"
+    );
+    stop(fs);
+    r.check();
+}
+
+/// Small files that fill the small-block region go on in file blocks,
+/// and leave each cluster's reserve to directories, which cannot: a
+/// directory still grows by thousands of names afterwards. (Before the
+/// reserve, small files took every small block and the creates below
+/// failed ENOSPC on a volume with nearly all its file blocks free.)
+#[test]
+fn directories_still_grow_once_small_files_have_filled_the_small_block_region() {
+    let r = Rig::new(256 << 20, None);
+    let fs = r.fs("a");
+    let root = fs.root();
+    let d = fs.mkdir(root, b"grows", 0o755, 0, 0).unwrap();
+    let data = pattern(3, SB as usize);
+    let mut promoted = 0;
+    for i in 0.. {
+        let f = fs
+            .create(root, format!("s{i}").as_bytes(), 0o644, 0, 0)
+            .unwrap();
+        let fh = fs.open(f.ino, true).unwrap();
+        assert_eq!(fs.write(fh, 0, &data).unwrap(), data.len());
+        fs.close(fh).unwrap();
+        if fs.getattr(f.ino).unwrap().allocated == FB {
+            promoted += 1;
+            if promoted == 3 {
+                break;
+            }
+        }
+        assert!(i < 10_000, "small files never moved to file blocks");
+    }
+    assert_eq!(small_usable(&r), 0);
+    for i in 0..3000 {
+        fs.create(
+            d.ino,
+            format!("a-longer-name-{i:05}").as_bytes(),
+            0o644,
+            0,
+            0,
+        )
+        .unwrap_or_else(|e| panic!("create {i} in a growing directory: {e}"));
+    }
+    assert!(
+        file_free(&r) > 100,
+        "the volume has space: {}",
+        file_free(&r)
+    );
     stop(fs);
     r.check();
 }

@@ -55,7 +55,7 @@ impl Fs {
                                 o.map.inode.blocks += 1;
                                 BlockAddr {
                                     kind: o.map.data_kind,
-                                    index: st.alloc.alloc(&mut ch, o.map.data_kind)?,
+                                    index: super::data::alloc_data(&mut st.alloc, &mut ch, &o.map)?,
                                     to_be_zeroed: false,
                                 }
                             }
