@@ -4,7 +4,8 @@
 //! renames across directories and over existing files, hard links, unlink,
 //! truncate, punch, rmdir, xattrs; files unlinked while open; a 66-block
 //! file truncated and deleted, which takes several transactions and the
-//! orphan table; small-block files promoted to file blocks by a write and
+//! orphan table; an 8-block file under 8 pointer blocks, whose free does
+//! not fit its unlink's transaction (listed on the orphan table first); small-block files promoted to file blocks by a write and
 //! by a preallocation past the small-file limit; files left open) runs on
 //! one host over a
 //! recording `FaultDev(MemDev)`. From the write log, the image is rebuilt

@@ -325,10 +325,11 @@ impl Inner {
     /// then take it off the orphan table (`orphan`; `root` is the root
     /// directory's map if the caller holds it). The name change stands
     /// whatever happens here: on failure (a cluster another host keeps past
-    /// D + T, a device error) the inode stays on the orphan table — or, if
-    /// it was not on it (a file small enough to free with its name whose
-    /// free still did not fit), is put there now — where housekeeping
-    /// finishes it; the error is logged, not returned.
+    /// D + T, a device error) the inode stays on the orphan table, where
+    /// housekeeping finishes it; the error is logged, not returned. (A
+    /// free left over is always listed first — `remove` and `rename` redo
+    /// their change after listing when it overflows — so the unlisted
+    /// branch below is a guard.)
     fn finish_drop(
         &self,
         st: &mut State,
@@ -387,32 +388,44 @@ impl Inner {
             if want_dir && dir::count(&mut t.map, &self.ctx, None)? > 0 {
                 return Err(FsError::NotEmpty(e.ino));
             }
-            let orphan = self.will_orphan(&t);
-            if orphan {
-                let root = self.root_if(&mut d.map);
-                self.orphan_add(st, root, &t.map)?;
-            }
-            let mut ch = Change::new();
-            if let Err(err) = dir::remove(&mut d.map, &self.ctx, &mut st.alloc, &mut ch, name) {
-                st.alloc.invalidate(&ch);
-                d.map.reload(&self.ctx)?;
-                return Err(err);
-            }
-            let now = now_ns();
-            if want_dir {
-                d.map.inode.nlink = d.map.inode.nlink.saturating_sub(1);
-            }
-            d.map.inode.mtime_ns = now;
-            d.map.inode.ctime_ns = now;
-            d.map.inode_dirty = true;
-            self.drop_link(&mut t, want_dir);
-            let gone = match self.stage_drop(st, &mut t, &mut ch) {
-                Ok(g) => g,
-                Err(err) => {
+            let mut orphan = self.will_orphan(&t);
+            let mut listed = false;
+            let (ch, gone) = loop {
+                if orphan && !listed {
+                    let root = self.root_if(&mut d.map);
+                    self.orphan_add(st, root, &t.map)?;
+                    listed = true;
+                }
+                let mut ch = Change::new();
+                if let Err(err) = dir::remove(&mut d.map, &self.ctx, &mut st.alloc, &mut ch, name) {
+                    st.alloc.invalidate(&ch);
+                    d.map.reload(&self.ctx)?;
+                    return Err(err);
+                }
+                let now = now_ns();
+                if want_dir {
+                    d.map.inode.nlink = d.map.inode.nlink.saturating_sub(1);
+                }
+                d.map.inode.mtime_ns = now;
+                d.map.inode.ctime_ns = now;
+                d.map.inode_dirty = true;
+                self.drop_link(&mut t, want_dir);
+                let gone = self.stage_drop(st, &mut t, &mut ch);
+                // A free that does not fit this transaction after all (a
+                // small file's blocks under many pointer blocks or
+                // clusters): undo, list the inode first, and redo — a crash
+                // between the unlink and the rest of the free must find it
+                // on the orphan table.
+                let redo = matches!(gone, Ok(false)) && !orphan;
+                if gone.is_err() || redo {
                     st.alloc.invalidate(&ch);
                     d.map.reload(&self.ctx)?;
                     t.map.reload(&self.ctx)?;
-                    return Err(err);
+                }
+                match gone {
+                    Ok(_) if redo => orphan = true,
+                    Ok(g) => break (ch, g),
+                    Err(err) => return Err(err),
                 }
             };
             self.commit(st, ch, &mut [&mut d.map, &mut t.map])?;
@@ -547,89 +560,101 @@ impl Inner {
                     return Err(FsError::NotEmpty(t.map.ino()));
                 }
             }
-            let orphan = t.as_ref().is_some_and(|t| self.will_orphan(t));
-            if let (true, Some(t)) = (orphan, t.as_ref()) {
-                let root = match nd.as_mut() {
-                    Some(d) if d.map.ino() == self.ctx.vol.header.root_ino => Some(&mut d.map),
-                    _ => self.root_if(&mut od.map),
-                };
-                self.orphan_add(st, root, &t.map)?;
-            }
-            let mut ch = Change::new();
-            let now = now_ns();
-            let staged = (|| {
-                dir::remove(&mut od.map, &self.ctx, &mut st.alloc, &mut ch, on)?;
-                let ndm = match nd.as_mut() {
-                    Some(d) => &mut d.map,
-                    None => &mut od.map,
-                };
-                if dst.is_some() {
-                    dir::replace(
-                        ndm,
-                        &self.ctx,
-                        &mut st.alloc,
-                        &mut ch,
-                        nn,
-                        src.ino,
-                        src.dtype,
-                    )?;
-                } else {
-                    dir::insert(
-                        ndm,
-                        &self.ctx,
-                        &mut st.alloc,
-                        &mut ch,
-                        nn,
-                        src.ino,
-                        src.dtype,
-                    )?;
+            let mut orphan = t.as_ref().is_some_and(|t| self.will_orphan(t));
+            let mut listed = false;
+            // Once around, unless the replaced file's free turns out not to
+            // fit the transaction: then undo, list it first, and redo (see
+            // `remove`).
+            let (ch, gone, now) = loop {
+                if let (true, false, Some(t)) = (orphan, listed, t.as_ref()) {
+                    let root = match nd.as_mut() {
+                        Some(d) if d.map.ino() == self.ctx.vol.header.root_ino => Some(&mut d.map),
+                        _ => self.root_if(&mut od.map),
+                    };
+                    self.orphan_add(st, root, &t.map)?;
+                    listed = true;
                 }
-                Ok::<(), FsError>(())
-            })();
-            if let Err(e) = staged {
-                st.alloc.invalidate(&ch);
-                od.map.reload(&self.ctx)?;
-                if let Some(d) = nd.as_mut() {
-                    d.map.reload(&self.ctx)?;
-                }
-                return Err(e);
-            }
-            if let Some(s) = s.as_mut() {
-                s.map.inode.parent = np;
-                s.map.inode.ctime_ns = now;
-                s.map.inode_dirty = true;
-                od.map.inode.nlink = od.map.inode.nlink.saturating_sub(1);
-                if let Some(d) = nd.as_mut() {
-                    d.map.inode.nlink += 1;
-                }
-            }
-            if let Some(t) = t.as_mut() {
-                if is_dir(t.map.inode.mode) {
+                let mut ch = Change::new();
+                let now = now_ns();
+                let staged = (|| {
+                    dir::remove(&mut od.map, &self.ctx, &mut st.alloc, &mut ch, on)?;
                     let ndm = match nd.as_mut() {
                         Some(d) => &mut d.map,
                         None => &mut od.map,
                     };
-                    ndm.inode.nlink = ndm.inode.nlink.saturating_sub(1);
-                }
-                self.drop_link(t, false);
-            }
-            let gone = match t.as_mut() {
-                Some(t) => match self.stage_drop(st, t, &mut ch) {
-                    Ok(g) => g,
-                    Err(e) => {
-                        st.alloc.invalidate(&ch);
-                        od.map.reload(&self.ctx)?;
-                        if let Some(d) = nd.as_mut() {
-                            d.map.reload(&self.ctx)?;
-                        }
-                        if let Some(s) = s.as_mut() {
-                            s.map.reload(&self.ctx)?;
-                        }
-                        t.map.reload(&self.ctx)?;
-                        return Err(e);
+                    if dst.is_some() {
+                        dir::replace(
+                            ndm,
+                            &self.ctx,
+                            &mut st.alloc,
+                            &mut ch,
+                            nn,
+                            src.ino,
+                            src.dtype,
+                        )?;
+                    } else {
+                        dir::insert(
+                            ndm,
+                            &self.ctx,
+                            &mut st.alloc,
+                            &mut ch,
+                            nn,
+                            src.ino,
+                            src.dtype,
+                        )?;
                     }
-                },
-                None => true,
+                    Ok::<(), FsError>(())
+                })();
+                if let Err(e) = staged {
+                    st.alloc.invalidate(&ch);
+                    od.map.reload(&self.ctx)?;
+                    if let Some(d) = nd.as_mut() {
+                        d.map.reload(&self.ctx)?;
+                    }
+                    return Err(e);
+                }
+                if let Some(s) = s.as_mut() {
+                    s.map.inode.parent = np;
+                    s.map.inode.ctime_ns = now;
+                    s.map.inode_dirty = true;
+                    od.map.inode.nlink = od.map.inode.nlink.saturating_sub(1);
+                    if let Some(d) = nd.as_mut() {
+                        d.map.inode.nlink += 1;
+                    }
+                }
+                if let Some(t) = t.as_mut() {
+                    if is_dir(t.map.inode.mode) {
+                        let ndm = match nd.as_mut() {
+                            Some(d) => &mut d.map,
+                            None => &mut od.map,
+                        };
+                        ndm.inode.nlink = ndm.inode.nlink.saturating_sub(1);
+                    }
+                    self.drop_link(t, false);
+                }
+                let gone = match t.as_mut() {
+                    Some(t) => self.stage_drop(st, t, &mut ch),
+                    None => Ok(true),
+                };
+                let redo = matches!(gone, Ok(false)) && !orphan;
+                if gone.is_err() || redo {
+                    st.alloc.invalidate(&ch);
+                    od.map.reload(&self.ctx)?;
+                    if let Some(d) = nd.as_mut() {
+                        d.map.reload(&self.ctx)?;
+                    }
+                    if let Some(s) = s.as_mut() {
+                        s.map.reload(&self.ctx)?;
+                    }
+                    if let Some(t) = t.as_mut() {
+                        t.map.reload(&self.ctx)?;
+                    }
+                }
+                match gone {
+                    Ok(_) if redo => orphan = true,
+                    Ok(g) => break (ch, g, now),
+                    Err(e) => return Err(e),
+                }
             };
             for m in [Some(&mut od.map), nd.as_mut().map(|d| &mut d.map)]
                 .into_iter()

@@ -11,6 +11,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use vmfs::dev::{FaultDev, LogEntry};
+use vmfs::format::inode::DIRECT;
+use vmfs::format::pointer::entries_per_block;
+use vmfs::format::ResourceKind;
 use vmfs::fs::{Falloc, Fs, SetAttr, XattrSet};
 
 /// A name in the model.
@@ -262,6 +265,27 @@ impl Runner {
         });
     }
 
+    /// Write one byte into each of `n` file blocks that each sit under a
+    /// pointer block of their own (past the direct slots and the single
+    /// indirect range): a file of few blocks whose free still carries `n`
+    /// pointer-block images. Content unpromised (never fsynced).
+    fn scatter(&mut self, path: &str, n: u64) {
+        self.step(&format!("scatter {path} over {n} pointer blocks"), |r| {
+            let id = r.id(path);
+            r.touched.push(id);
+            let fh = r.fh(path);
+            let h = r.fs.host().volume().header.clone();
+            let ptr_size = h.region(ResourceKind::PointerBlock).resource_size;
+            let entries = entries_per_block(ptr_size);
+            let fbs = u64::from(h.file_block_size);
+            for k in 0..n {
+                let block = DIRECT as u64 + entries + k * entries;
+                r.fs.write(fh, block * fbs, b"x").expect("write");
+            }
+            r.model.data.insert(id, None);
+        });
+    }
+
     fn truncate(&mut self, path: &str, size: u64) {
         self.step(&format!("truncate {path} {size}"), |r| {
             let id = r.id(path);
@@ -472,6 +496,15 @@ pub fn run(fs: Fs, fault: Arc<FaultDev>, rounds: u32) -> Recording {
             r.preallocate(&format!("{d2}/huge"), 66 * MIB);
             r.close(&format!("{d2}/huge"));
             r.unlink(&format!("{d2}/huge"));
+            // A file of few blocks (no free batches, so not listed up
+            // front) whose free still does not fit the unlink's own
+            // transaction: 1 MiB journal, 64 KiB pointer blocks, a quarter
+            // of the journal in pointer-block images and more. It goes on
+            // the orphan table before the unlink commits.
+            r.create(&format!("{d2}/scattered"));
+            r.scatter(&format!("{d2}/scattered"), 8);
+            r.close(&format!("{d2}/scattered"));
+            r.unlink(&format!("{d2}/scattered"));
         }
         // A small-block file with a hole, promoted to a file block by a
         // preallocation past the small-file limit (content unchanged and
